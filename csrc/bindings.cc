@@ -1,0 +1,196 @@
+// pybind11 bindings: argument conversion, size checks, GIL release and exceptions only. Python
+// (fastlstm/_model.py) gives the friendly errors; these checks exist so that calling the extension
+// directly with inconsistent arrays raises instead of reading or writing out of bounds.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu_features.h"
+#include "lstm.h"
+
+namespace py = pybind11;
+
+namespace fastlstm {
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+std::vector<int64_t> shape_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+template <typename T>
+void require_dtype(const py::array& a, const char* name) {
+  if (a.dtype().num() != py::dtype::of<T>().num())
+    throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(a.dtype())));
+}
+
+// A C-contiguous array of dtype T and exactly this shape.
+template <typename T>
+void require_array(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
+  require_dtype<T>(a, name);
+  if (shape_of(a) != shape)
+    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
+                                shape_string(shape_of(a)));
+  if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
+}
+
+LstmDims make_dims(int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bias, bool bidirectional,
+                   int64_t proj_size) {
+  // Far above any real LSTM, low enough that every size product below fits in int64 with room.
+  constexpr int64_t kMaxDim = int64_t(1) << 24;
+  if (input_size <= 0 || hidden_size <= 0 || num_layers <= 0 || proj_size < 0)
+    throw std::invalid_argument("LSTM sizes must be positive (proj_size >= 0)");
+  if (input_size > kMaxDim || hidden_size > kMaxDim || num_layers > 1024 || proj_size > kMaxDim)
+    throw std::invalid_argument("LSTM sizes are too large");
+  if (proj_size >= hidden_size) throw std::invalid_argument("proj_size must be smaller than hidden_size");
+  LstmDims dims;
+  dims.input_size = input_size;
+  dims.hidden_size = hidden_size;
+  dims.num_layers = num_layers;
+  dims.bias = bias;
+  dims.bidirectional = bidirectional;
+  dims.proj_size = proj_size;
+  return dims;
+}
+
+template <typename T>
+class PyPackedLstm {
+ public:
+  PyPackedLstm(int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bias, bool bidirectional,
+               int64_t proj_size, const std::vector<py::array>& weights)
+      : lstm_(build(make_dims(input_size, hidden_size, num_layers, bias, bidirectional, proj_size), weights)) {}
+
+  py::tuple forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
+                    const py::object& lengths) const {
+    const LstmDims& dims = lstm_.dims();
+    require_dtype<T>(x, "input");
+    if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
+    const int64_t itemsize = sizeof(T);
+    if (x.strides(2) != itemsize || x.strides(0) % itemsize != 0 || x.strides(1) % itemsize != 0)
+      throw std::invalid_argument("input's last dimension must be contiguous");
+    if (x.shape(2) != dims.input_size)
+      throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
+                                  std::to_string(x.shape(2)));
+    const int64_t steps = batch_first ? x.shape(1) : x.shape(0);
+    const int64_t batch = batch_first ? x.shape(0) : x.shape(1);
+    if (steps == 0) throw std::invalid_argument("sequence length must be at least 1");
+
+    ForwardRequest<T> req;
+    req.x = static_cast<const T*>(x.data());
+    req.seq_len = steps;
+    req.batch = batch;
+    req.x_stride_t = x.strides(batch_first ? 1 : 0) / itemsize;
+    req.x_stride_b = x.strides(batch_first ? 0 : 1) / itemsize;
+
+    const int64_t layers = dims.num_layers * dims.num_directions();
+    std::vector<int64_t> h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
+    py::array h0_array, c0_array, lengths_array;
+    if (!h0.is_none()) {
+      h0_array = h0.cast<py::array>();
+      require_array<T>(h0_array, "h0", h_shape);
+      req.h0 = static_cast<const T*>(h0_array.data());
+    }
+    if (!c0.is_none()) {
+      c0_array = c0.cast<py::array>();
+      require_array<T>(c0_array, "c0", c_shape);
+      req.c0 = static_cast<const T*>(c0_array.data());
+    }
+    if (!lengths.is_none()) {
+      lengths_array = lengths.cast<py::array>();
+      require_array<int64_t>(lengths_array, "lengths", {batch});
+      req.lengths = static_cast<const int64_t*>(lengths_array.data());
+      for (int64_t b = 0; b < batch; ++b)
+        if (req.lengths[b] < 1 || req.lengths[b] > steps)
+          throw std::invalid_argument("lengths must lie in [1, " + std::to_string(steps) + "], got " +
+                                      std::to_string(req.lengths[b]) + " at index " + std::to_string(b));
+    }
+
+    const int64_t width = dims.num_directions() * dims.output_size();
+    py::array_t<T> out(batch_first ? std::vector<int64_t>{batch, steps, width} : std::vector<int64_t>{steps, batch, width});
+    py::array_t<T> h_n(h_shape), c_n(c_shape);
+    req.out = out.mutable_data();
+    req.out_stride_t = batch_first ? width : batch * width;
+    req.out_stride_b = batch_first ? steps * width : width;
+    req.h_n = h_n.mutable_data();
+    req.c_n = c_n.mutable_data();
+    {
+      py::gil_scoped_release release;
+      lstm_.forward(req);
+    }
+    return py::make_tuple(out, h_n, c_n);
+  }
+
+ private:
+  static std::vector<const T*> weight_pointers(const LstmDims& dims, const std::vector<py::array>& weights) {
+    std::vector<const T*> pointers;
+    const int64_t H = dims.hidden_size;
+    std::size_t next = 0;
+    auto take = [&](const std::vector<int64_t>& shape) {
+      if (next >= weights.size())
+        throw std::invalid_argument("expected more weight arrays than the " + std::to_string(weights.size()) + " given");
+      const py::array& a = weights[next++];
+      require_array<T>(a, "weight", shape);
+      pointers.push_back(static_cast<const T*>(a.data()));
+    };
+    for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
+      for (int64_t d = 0; d < dims.num_directions(); ++d) {
+        take({4 * H, dims.layer_input_size(layer)});
+        take({4 * H, dims.output_size()});
+        if (dims.bias) {
+          take({4 * H});
+          take({4 * H});
+        }
+        if (dims.proj_size > 0) take({dims.proj_size, H});
+      }
+    }
+    if (next != weights.size())
+      throw std::invalid_argument("expected " + std::to_string(next) + " weight arrays, got " + std::to_string(weights.size()));
+    return pointers;
+  }
+
+  // Validates every weight array before PackedLstm reads it.
+  static PackedLstm<T> build(const LstmDims& dims, const std::vector<py::array>& weights) {
+    return PackedLstm<T>(dims, weight_pointers(dims, weights));
+  }
+
+  PackedLstm<T> lstm_;
+};
+
+template <typename T>
+void bind_packed_lstm(py::module_& m, const char* name) {
+  py::class_<PyPackedLstm<T>>(m, name, "An LSTM's weights packed for the kernels of this CPU; immutable.")
+      .def(py::init<int64_t, int64_t, int64_t, bool, bool, int64_t, const std::vector<py::array>&>(),
+           py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
+           py::arg("bidirectional"), py::arg("proj_size"), py::arg("weights"))
+      .def("forward", &PyPackedLstm<T>::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
+           py::arg("c0"), py::arg("lengths"),
+           "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n).");
+}
+
+}  // namespace
+}  // namespace fastlstm
+
+PYBIND11_MODULE(_core, m) {
+  using namespace fastlstm;
+  m.doc() = "fastlstm's C++ core: packed LSTM weights and the forward pass.";
+  bind_packed_lstm<float>(m, "PackedLstmF32");
+  bind_packed_lstm<double>(m, "PackedLstmF64");
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (Isa isa : supported_isas()) names.push_back(isa_name(isa));
+    return names;
+  }, "Instruction sets this CPU supports, ascending.");
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "The kernel set in use.");
+  m.def("set_active_isa", &set_active_isa, py::arg("name"), "Use the kernels for this instruction set.");
+}

@@ -1,0 +1,82 @@
+#include "cpu_features.h"
+
+#include <atomic>
+#include <stdexcept>
+
+namespace fastlstm {
+namespace {
+
+bool cpu_supports(Isa isa) {
+#if defined(__x86_64__)
+  // libgcc's checks include the OS enabling the wider register state (XCR0).
+  switch (isa) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::kAvx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+                              __builtin_cpu_supports("fma");
+  }
+  return false;
+#else
+  return isa == Isa::kScalar;
+#endif
+}
+
+std::atomic<int> g_active_isa{static_cast<int>(best_isa())};
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "unknown";
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    if (cpu_supports(isa)) isas.push_back(isa);
+  return isas;
+}
+
+Isa best_isa() { return supported_isas().back(); }
+
+Isa active_isa() { return static_cast<Isa>(g_active_isa.load(std::memory_order_relaxed)); }
+
+void set_active_isa(const std::string& name) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (name != isa_name(isa)) continue;
+    if (!cpu_supports(isa)) throw std::invalid_argument("this CPU does not support the ISA '" + name + "'");
+    g_active_isa.store(static_cast<int>(isa), std::memory_order_relaxed);
+    return;
+  }
+  throw std::invalid_argument("unknown ISA '" + name + "'; expected one of: scalar, avx2, avx512");
+}
+
+template <>
+const KernelTable<float>& active_kernels<float>() {
+  switch (active_isa()) {
+#if defined(__x86_64__)  // the AVX translation units are only built for x86-64
+    case Isa::kAvx512: return avx512::kernels_f32();
+    case Isa::kAvx2: return avx2::kernels_f32();
+#endif
+    default: break;
+  }
+  return scalar::kernels_f32();
+}
+
+template <>
+const KernelTable<double>& active_kernels<double>() {
+  switch (active_isa()) {
+#if defined(__x86_64__)  // the AVX translation units are only built for x86-64
+    case Isa::kAvx512: return avx512::kernels_f64();
+    case Isa::kAvx2: return avx2::kernels_f64();
+#endif
+    default: break;
+  }
+  return scalar::kernels_f64();
+}
+
+}  // namespace fastlstm

@@ -1,0 +1,25 @@
+// Which instruction sets this CPU (and OS) supports, and which kernel set is active.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace fastlstm {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa);
+std::vector<Isa> supported_isas();  // ascending; always contains kScalar
+Isa best_isa();
+
+// The active kernel set starts at best_isa(); set_active_isa lets users and tests force a lower
+// one. It throws std::invalid_argument for an unknown or unsupported name.
+Isa active_isa();
+void set_active_isa(const std::string& name);
+
+template <typename T>
+const KernelTable<T>& active_kernels();
+
+}  // namespace fastlstm

@@ -1,0 +1,58 @@
+// The per-ISA kernel interface: plain structs of arguments and one table of function pointers per
+// (ISA, dtype). Everything ISA-specific lives behind this table; the orchestration in lstm.cc
+// never sees a vector type.
+//
+// Packed weight layout (see pack_weights.h): for panel p of kPanelWidth hidden units, for every
+// k of the reduction dimension, `gates` consecutive runs of kPanelWidth values:
+//   packed[((p * K + k) * gates + g) * P + u] = W[g * H + p * P + u][k]
+// Accumulator rows (z) use the matching layout: row[(p * gates + g) * P + u].
+#pragma once
+
+#include <cstdint>
+
+namespace fastlstm {
+
+template <typename T>
+struct GemmArgs {
+  int64_t rows = 0;
+  const T* const* a = nullptr;  // rows pointers to K contiguous values
+  int64_t k = 0;
+  const T* w = nullptr;  // packed weights
+  int64_t gates = 0;     // 4 for the LSTM gates, 1 for the projection
+  int64_t panel_begin = 0, panel_end = 0;
+  T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
+};
+
+// One LSTM time step for `rows` rows on panels [panel_begin, panel_end):
+//   z += h_prev W_hh^T (fused step only), then the gate activations and the cell update.
+template <typename T>
+struct StepArgs {
+  int64_t rows = 0;
+  const T* const* h_prev = nullptr;  // rows pointers, k values each
+  T* const* z = nullptr;             // rows pointers to x W_ih^T + bias (packed layout)
+  const T* w_hh = nullptr;           // packed recurrent weights
+  int64_t k = 0;                     // H_out
+  int64_t hidden_size = 0;           // valid units; the last panel may be partial
+  int64_t panel_begin = 0, panel_end = 0;
+  T* c = nullptr;           // cell state, rows x c_stride, updated in place
+  int64_t c_stride = 0;     // padded hidden size
+  T* const* h_out = nullptr;  // rows pointers, hidden_size values written each
+};
+
+template <typename T>
+struct KernelTable {
+  const char* isa = "";
+  // c[r] += a[r] @ W for every row, on the given panels.
+  void (*gemm_accumulate)(const GemmArgs<T>&) = nullptr;
+  // Matrix-vector recurrence fused with the cell update; best for a few rows.
+  void (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
+  // Cell update only, after gemm_accumulate added h_prev W_hh^T to z; for many rows.
+  void (*lstm_cell_update)(const StepArgs<T>&) = nullptr;
+};
+
+// One getter per ISA, each defined in its own translation unit compiled for that ISA.
+namespace scalar { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
+namespace avx2 { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
+namespace avx512 { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
+
+}  // namespace fastlstm

@@ -1,0 +1,24 @@
+// The portable kernels: no ISA flags, so this path runs on any CPU.
+#include <cstdint>
+
+#include "../lstm_dims.h"
+#include "kernels.h"
+#include "vec_scalar.h"
+
+namespace fastlstm {
+namespace scalar {
+
+#include "lstm_kernels_impl.h"
+
+const KernelTable<float>& kernels_f32() {
+  static const KernelTable<float> table = Kernels<VecScalar<float>>::table("scalar");
+  return table;
+}
+
+const KernelTable<double>& kernels_f64() {
+  static const KernelTable<double> table = Kernels<VecScalar<double>>::table("scalar");
+  return table;
+}
+
+}  // namespace scalar
+}  // namespace fastlstm

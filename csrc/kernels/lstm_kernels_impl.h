@@ -1,0 +1,132 @@
+// The LSTM kernels, written once against a Vec type (vec_*.h) and instantiated per ISA by
+// kernels_<isa>.cc inside its own namespace, so code built for one ISA is never linked into
+// another's path. Include only from those translation units; it includes nothing itself.
+//
+// A panel is kPanelWidth<T> hidden units = kVecsPerPanel registers.
+
+template <class V>
+struct Kernels {
+  using T = typename V::T;
+  using Reg = typename V::Reg;
+  static constexpr int64_t kPanel = kPanelWidth<T>;
+  static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
+  // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts.
+  static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
+  // Fused step: process two panels at once when one panel is a single register, so there are
+  // eight independent FMA chains to hide the FMA latency.
+  static constexpr int kPanelsPerPass = kVecsPerPanel == 1 ? 2 : 1;
+  // Reduction block for the GEMM, so one gate's panel of weights (kKBlock x kPanel) stays in L1.
+  static constexpr int64_t kKBlock = 256;
+
+  // c[r][(p*gates+g)*P ..] += sum_k a[r][k] * w[p][k][g][..] for `R` rows, one panel and gate.
+  template <int R>
+  static void gemm_tile(const T* const* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
+                        T* const* c, int64_t c_offset) {
+    Reg acc[R][kVecsPerPanel];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
+    const T* wk = w + k0 * w_step;
+    for (int64_t k = k0; k < k1; ++k, wk += w_step) {
+      Reg wv[kVecsPerPanel];
+      for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
+      for (int r = 0; r < R; ++r) {
+        Reg b = V::set1(a[r][k]);
+        for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v], b, acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      T* out = c[r] + c_offset;
+      for (int v = 0; v < kVecsPerPanel; ++v) {
+        T* slot = out + v * V::kWidth;
+        V::store(slot, V::add(V::load(slot), acc[r][v]));
+      }
+    }
+  }
+
+  static void gemm_accumulate(const GemmArgs<T>& args) {
+    const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
+    for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
+      for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
+        const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
+        for (int64_t g = 0; g < args.gates; ++g) {
+          const T* w = args.w + p * args.k * w_step + g * kPanel;
+          const int64_t c_offset = (p * args.gates + g) * kPanel;
+          int64_t r = 0;
+          for (; r + kRowTile <= args.rows; r += kRowTile)
+            gemm_tile<kRowTile>(args.a + r, k0, k1, w, w_step, args.c + r, c_offset);
+          for (; r < args.rows; ++r) gemm_tile<1>(args.a + r, k0, k1, w, w_step, args.c + r, c_offset);
+        }
+      }
+    }
+  }
+
+  // The cell update for one panel of one row, from the four gate pre-activations in registers.
+  static void update_panel(const Reg (&z)[kGates][kVecsPerPanel], T* c, T* h, int64_t valid_units) {
+    alignas(64) T h_panel[kPanel];
+    for (int v = 0; v < kVecsPerPanel; ++v) {
+      Reg i = V::sigmoid(z[0][v]);
+      Reg f = V::sigmoid(z[1][v]);
+      Reg g = V::tanh(z[2][v]);
+      Reg o = V::sigmoid(z[3][v]);
+      Reg c_new = V::fmadd(f, V::load(c + v * V::kWidth), V::mul(i, g));
+      V::store(c + v * V::kWidth, c_new);
+      V::store(h_panel + v * V::kWidth, V::mul(o, V::tanh(c_new)));
+    }
+    // h rows are unpadded (they may be the caller's output), so the last panel is written partially.
+    const int64_t n = valid_units < kPanel ? valid_units : kPanel;
+    for (int64_t u = 0; u < n; ++u) h[u] = h_panel[u];
+  }
+
+  template <int PP>
+  static void fused_panels(const StepArgs<T>& args, int64_t r, int64_t p) {
+    const T* h_prev = args.h_prev[r];
+    const int64_t w_panel = args.k * kGates * kPanel;
+    Reg acc[PP][kGates][kVecsPerPanel];
+    for (int q = 0; q < PP; ++q)
+      for (int g = 0; g < kGates; ++g)
+        for (int v = 0; v < kVecsPerPanel; ++v)
+          acc[q][g][v] = V::load(args.z[r] + ((p + q) * kGates + g) * kPanel + v * V::kWidth);
+    const T* w = args.w_hh + p * w_panel;
+    for (int64_t k = 0; k < args.k; ++k, w += kGates * kPanel) {
+      Reg b = V::set1(h_prev[k]);
+      for (int q = 0; q < PP; ++q)
+        for (int g = 0; g < kGates; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v)
+            acc[q][g][v] = V::fmadd(V::load(w + q * w_panel + g * kPanel + v * V::kWidth), b, acc[q][g][v]);
+    }
+    for (int q = 0; q < PP; ++q) {
+      const int64_t unit = (p + q) * kPanel;
+      update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
+    }
+  }
+
+  static void lstm_step_fused(const StepArgs<T>& args) {
+    for (int64_t r = 0; r < args.rows; ++r) {
+      int64_t p = args.panel_begin;
+      for (; p + kPanelsPerPass <= args.panel_end; p += kPanelsPerPass) fused_panels<kPanelsPerPass>(args, r, p);
+      for (; p < args.panel_end; ++p) fused_panels<1>(args, r, p);
+    }
+  }
+
+  static void lstm_cell_update(const StepArgs<T>& args) {
+    for (int64_t r = 0; r < args.rows; ++r) {
+      for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
+        Reg z[kGates][kVecsPerPanel];
+        for (int g = 0; g < kGates; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v)
+            z[g][v] = V::load(args.z[r] + (p * kGates + g) * kPanel + v * V::kWidth);
+        const int64_t unit = p * kPanel;
+        update_panel(z, args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
+      }
+    }
+  }
+
+  static KernelTable<T> table(const char* isa) {
+    KernelTable<T> t;
+    t.isa = isa;
+    t.gemm_accumulate = &gemm_accumulate;
+    t.lstm_step_fused = &lstm_step_fused;
+    t.lstm_cell_update = &lstm_cell_update;
+    return t;
+  }
+};

@@ -1,0 +1,58 @@
+// AVX2 + FMA vectors: 8 floats or 4 doubles. Include only from a translation unit built with
+// -mavx2 -mfma.
+#pragma once
+
+#include <immintrin.h>
+
+#include "vec_exp.h"
+
+struct VecAvx2F32 {
+  using T = float;
+  using Reg = __m256;
+  static constexpr int kWidth = 8;
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg set1(T v) { return _mm256_set1_ps(v); }
+  static Reg load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, Reg v) { _mm256_storeu_ps(p, v); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_ps(a, b, c); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }  // returns b when either is NaN
+  static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static Reg round(Reg a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg scale_by_pow2(Reg p, Reg n) {
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  }
+  static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx2F32>(a); }
+  static Reg tanh(Reg a) { return vec_tanh<VecAvx2F32>(a); }
+};
+
+struct VecAvx2F64 {
+  using T = double;
+  using Reg = __m256d;
+  static constexpr int kWidth = 4;
+  static Reg zero() { return _mm256_setzero_pd(); }
+  static Reg set1(T v) { return _mm256_set1_pd(v); }
+  static Reg load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, Reg v) { _mm256_storeu_pd(p, v); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_pd(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_pd(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_pd(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm256_div_pd(a, b); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_pd(a, b, c); }
+  static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_pd(a, b, c); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_pd(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm256_max_pd(a, b); }
+  static Reg round(Reg a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg scale_by_pow2(Reg p, Reg n) {
+    __m256i exponent = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
+    __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(exponent, _mm256_set1_epi64x(1023)), 52);
+    return _mm256_mul_pd(p, _mm256_castsi256_pd(bits));
+  }
+  static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx2F64>(a); }
+  static Reg tanh(Reg a) { return vec_tanh<VecAvx2F64>(a); }
+};

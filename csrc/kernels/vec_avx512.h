@@ -1,0 +1,51 @@
+// AVX-512F vectors: 16 floats or 8 doubles, one cache-line panel per register. Include only from a
+// translation unit built with -mavx512f.
+#pragma once
+
+#include <immintrin.h>
+
+#include "vec_exp.h"
+
+struct VecAvx512F32 {
+  using T = float;
+  using Reg = __m512;
+  static constexpr int kWidth = 16;
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg set1(T v) { return _mm512_set1_ps(v); }
+  static Reg load(const T* p) { return _mm512_loadu_ps(p); }
+  static void store(T* p, Reg v) { _mm512_storeu_ps(p, v); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm512_div_ps(a, b); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }  // returns b when either is NaN
+  static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static Reg round(Reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg scale_by_pow2(Reg p, Reg n) { return _mm512_scalef_ps(p, n); }
+  static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F32>(a); }
+  static Reg tanh(Reg a) { return vec_tanh<VecAvx512F32>(a); }
+};
+
+struct VecAvx512F64 {
+  using T = double;
+  using Reg = __m512d;
+  static constexpr int kWidth = 8;
+  static Reg zero() { return _mm512_setzero_pd(); }
+  static Reg set1(T v) { return _mm512_set1_pd(v); }
+  static Reg load(const T* p) { return _mm512_loadu_pd(p); }
+  static void store(T* p, Reg v) { _mm512_storeu_pd(p, v); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_pd(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_pd(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm512_div_pd(a, b); }
+  static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
+  static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_pd(a, b, c); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_pd(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm512_max_pd(a, b); }
+  static Reg round(Reg a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg scale_by_pow2(Reg p, Reg n) { return _mm512_scalef_pd(p, n); }
+  static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F64>(a); }
+  static Reg tanh(Reg a) { return vec_tanh<VecAvx512F64>(a); }
+};

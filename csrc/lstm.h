@@ -1,0 +1,54 @@
+// A packed, immutable LSTM and its forward pass over layers, directions and time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "aligned_buffer.h"
+#include "lstm_dims.h"
+
+namespace fastlstm {
+
+// One forward call. Rows of x and out are addressed by (time, batch) element strides so that
+// time-major and batch-first arrays are both read and written in place. The batch is processed
+// in order of decreasing length, but every user-visible array keeps the caller's batch order.
+template <typename T>
+struct ForwardRequest {
+  const T* x = nullptr;
+  int64_t seq_len = 0, batch = 0;
+  int64_t x_stride_t = 0, x_stride_b = 0;
+  const T* h0 = nullptr;  // optional, contiguous (layers * directions, batch, H_out)
+  const T* c0 = nullptr;  // optional, contiguous (layers * directions, batch, hidden_size)
+  const int64_t* lengths = nullptr;  // optional, batch values in [1, seq_len]
+  T* out = nullptr;
+  int64_t out_stride_t = 0, out_stride_b = 0;
+  T* h_n = nullptr;  // contiguous like h0
+  T* c_n = nullptr;  // contiguous like c0
+};
+
+template <typename T>
+class PackedLstm {
+ public:
+  // `weights` holds, per layer and direction in nn.LSTM's order, the parameters nn.LSTM names
+  // weight_ih, weight_hh, [bias_ih, bias_hh], [weight_hr]: row-major and already size-checked.
+  PackedLstm(const LstmDims& dims, const std::vector<const T*>& weights);
+
+  const LstmDims& dims() const { return dims_; }
+  void forward(const ForwardRequest<T>& request) const;
+
+ private:
+  struct DirectionWeights {
+    int64_t input_size = 0;
+    AlignedBuffer<T> w_ih, w_hh, bias, w_hr;
+  };
+  class Pass;  // the state of one forward call (lstm.cc)
+
+  LstmDims dims_;
+  int64_t hidden_padded_ = 0, proj_padded_ = 0;
+  std::vector<DirectionWeights> directions_;  // index layer * num_directions + direction
+};
+
+extern template class PackedLstm<float>;
+extern template class PackedLstm<double>;
+
+}  // namespace fastlstm

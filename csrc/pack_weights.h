@@ -1,0 +1,42 @@
+// Packing PyTorch's row-major weights into the gate-interleaved panel layout of kernels/kernels.h.
+// Done once per model, so it favours clarity over speed.
+#pragma once
+
+#include <cstdint>
+
+#include "aligned_buffer.h"
+#include "lstm_dims.h"
+
+namespace fastlstm {
+
+// w: (gates * units, k) row-major, as nn.LSTM stores weight_ih/weight_hh (gates = 4) or
+// weight_hr (gates = 1). Units beyond `units` in the last panel are zero, so padded hidden units
+// stay exactly zero through the recurrence.
+template <typename T>
+AlignedBuffer<T> pack_panels(const T* w, int64_t gates, int64_t units, int64_t k) {
+  constexpr int64_t P = kPanelWidth<T>;
+  const int64_t panels = round_up(units, P) / P;
+  AlignedBuffer<T> packed(static_cast<std::size_t>(panels * k * gates * P));
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t g = 0; g < gates; ++g)
+        for (int64_t u = 0; u < P && p * P + u < units; ++u)
+          packed[((p * k + kk) * gates + g) * P + u] = w[(g * units + p * P + u) * k + kk];
+  return packed;
+}
+
+// b_ih + b_hh summed once, in the accumulator-row layout; null biases mean bias=False.
+template <typename T>
+AlignedBuffer<T> pack_bias(const T* b_ih, const T* b_hh, int64_t units) {
+  constexpr int64_t P = kPanelWidth<T>;
+  const int64_t panels = round_up(units, P) / P;
+  AlignedBuffer<T> packed(static_cast<std::size_t>(panels * kGates * P));
+  if (b_ih == nullptr) return packed;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t g = 0; g < kGates; ++g)
+      for (int64_t u = 0; u < P && p * P + u < units; ++u)
+        packed[(p * kGates + g) * P + u] = b_ih[g * units + p * P + u] + b_hh[g * units + p * P + u];
+  return packed;
+}
+
+}  // namespace fastlstm

@@ -1,0 +1,63 @@
+"""Builds fastlstm._core. Each kernels_<isa>.cc gets only its own instruction-set flags, so the
+extension runs on any x86-64 CPU and picks its kernels at import (no -march=native)."""
+
+import os
+import platform
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+# Flags for the translation units that hold one ISA's kernels; everything else is baseline.
+ISA_FLAGS = {
+    "kernels_avx2.cc": ["-mavx2", "-mfma"],
+    # GCC 12 warns spuriously on the _mm512_undefined_* inside its own min/max intrinsics.
+    "kernels_avx512.cc": ["-mavx512f", "-mavx2", "-mfma", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+}
+
+sources = [
+    "csrc/bindings.cc",
+    "csrc/cpu_features.cc",
+    "csrc/lstm.cc",
+    "csrc/kernels/kernels_scalar.cc",
+]
+if IS_X86_64:
+    sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc"]
+
+extra_compile_args = ["-O3", "-fvisibility=hidden"]
+extra_link_args = []
+if os.environ.get("FASTLSTM_SANITIZE"):
+    # CI's sanitizer job: ASan + UBSan, frame pointers for readable reports.
+    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    extra_compile_args = ["-O1", "-g"] + sanitize
+    extra_link_args = sanitize
+
+
+class BuildWithIsaFlags(build_ext):
+    """build_ext that appends the per-file ISA flags when compiling each source."""
+
+    def build_extensions(self):
+        compile_one = self.compiler._compile
+
+        def compile_with_isa_flags(obj, src, ext, cc_args, extra_postargs, pp_opts):
+            flags = ISA_FLAGS.get(Path(src).name, [])
+            return compile_one(obj, src, ext, cc_args, list(extra_postargs) + flags, pp_opts)
+
+        self.compiler._compile = compile_with_isa_flags
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[
+        Pybind11Extension(
+            "fastlstm._core",
+            sources,
+            cxx_std=17,
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ],
+    cmdclass={"build_ext": BuildWithIsaFlags},
+)
