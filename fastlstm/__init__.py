@@ -1,0 +1,19 @@
+"""fastlstm: fast, exact CPU inference for PyTorch-trained LSTMs.
+
+    import fastlstm
+    model = fastlstm.load("model.safetensors")      # or LSTM.from_torch / from_state_dict
+    output, (h_n, c_n) = model(x)                  # exactly nn.LSTM's shapes and semantics
+"""
+
+import os as _os
+
+from . import _core
+from ._config import LSTMConfig
+from ._model import LSTM, load
+from ._system import cpu_info, set_isa
+
+__all__ = ["LSTM", "LSTMConfig", "load", "cpu_info", "set_isa"]
+__version__ = "0.1.0"
+
+if _os.environ.get("FASTLSTM_ISA"):
+    set_isa(_os.environ["FASTLSTM_ISA"])

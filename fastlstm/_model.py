@@ -1,0 +1,287 @@
+"""fastlstm.LSTM: an immutable, packed nn.LSTM for CPU inference."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _core, _interop
+from ._config import LSTMConfig, normalize_dtype
+from ._files import load_config_and_weights, write_safetensors
+from ._state_dict import extract_lstm
+
+ArrayLike = Any  # numpy.ndarray or torch.Tensor (torch stays optional)
+State = Tuple[ArrayLike, ArrayLike]
+
+_PACKED_CLASSES = {np.dtype(np.float32): _core.PackedLstmF32, np.dtype(np.float64): _core.PackedLstmF64}
+
+
+class LSTM:
+    """A multi-layer LSTM with exactly `torch.nn.LSTM`'s arguments, shapes and results.
+
+    Build one from trained weights with `from_torch`, `from_state_dict` or `fastlstm.load`, or
+    directly with random weights drawn like nn.LSTM's initialisation (handy for benchmarks).
+    The weights are validated and packed once; the model is then immutable and safe to call from
+    many threads at once (the C++ forward pass releases the GIL).
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size:
+            as in `torch.nn.LSTM` (dropout only applies to training and is inert here).
+        dtype: float32 (default) or float64; inputs must match it.
+        weights: nn.LSTM parameter names -> arrays; None draws U(-1/sqrt(hidden_size), ...) weights.
+        seed: seed for the random weights.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        *,
+        dtype: Any = np.float32,
+        weights: Optional[Mapping[str, Any]] = None,
+        seed: Optional[int] = None,
+    ) -> None:
+        config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first, bidirectional, proj_size)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        dtype = normalize_dtype(dtype)
+        if weights is None:
+            weights = _random_weights(config, dtype, seed)
+        else:
+            inferred, weights = extract_lstm(weights, prefix="", batch_first=config.batch_first)
+            if inferred != config:
+                raise ValueError(f"weights describe {inferred}, but the arguments describe {config}")
+            given = next(iter(weights.values())).dtype
+            if given != dtype:
+                raise TypeError(f"weights have dtype {given} but dtype={dtype} was requested")
+        self._setup(config, float(dropout), weights)
+
+    def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray]) -> None:
+        self._config = config
+        self._dropout = dropout
+        self._weights = weights
+        self._dtype = next(iter(weights.values())).dtype
+        self._packed = _PACKED_CLASSES[self._dtype](
+            config.input_size,
+            config.hidden_size,
+            config.num_layers,
+            config.bias,
+            config.bidirectional,
+            config.proj_size,
+            list(weights.values()),
+        )
+
+    @classmethod
+    def _from_validated(cls, config: LSTMConfig, weights: Dict[str, np.ndarray], dropout: float = 0.0) -> "LSTM":
+        model = cls.__new__(cls)
+        model._setup(config, dropout, weights)
+        return model
+
+    # ----------------------------------------------------------------------------- constructors
+    @classmethod
+    def from_torch(cls, module: Any) -> "LSTM":
+        """Copy the weights of a live `torch.nn.LSTM` (any mode, device or float dtype)."""
+        torch = _interop.loaded_torch()
+        if torch is None or not isinstance(module, torch.nn.LSTM):
+            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__module__}.{type(module).__name__}")
+        state = {name: p.detach().cpu() for name, p in module.named_parameters()}
+        config, weights = extract_lstm(state, prefix="", batch_first=bool(module.batch_first))
+        return cls._from_validated(config, weights, float(module.dropout))
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: Mapping[str, Any], prefix: Optional[str] = None, batch_first: bool = False
+    ) -> "LSTM":
+        """Build from an nn.LSTM state_dict, or find the one LSTM inside a whole model's.
+
+        Values may be torch tensors or numpy arrays. Hyperparameters are inferred from the key
+        names and shapes; `prefix=None` finds the LSTM's prefix (e.g. "rnn.") and raises if there
+        are several. `batch_first` is not stored in weights, so say it here.
+        """
+        config, weights = extract_lstm(state_dict, prefix=prefix, batch_first=batch_first)
+        return cls._from_validated(config, weights)
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Write a torch-free `.safetensors` file (nn.LSTM names + hyperparameters) for `fastlstm.load`."""
+        write_safetensors(path, self._weights, self._config)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """nn.LSTM parameter names -> read-only arrays, loadable by `nn.LSTM.load_state_dict`
+        after `torch.from_numpy`."""
+        return dict(self._weights)
+
+    # ----------------------------------------------------------------------------- attributes
+    input_size = property(lambda self: self._config.input_size)
+    hidden_size = property(lambda self: self._config.hidden_size)
+    num_layers = property(lambda self: self._config.num_layers)
+    bias = property(lambda self: self._config.bias)
+    batch_first = property(lambda self: self._config.batch_first)
+    bidirectional = property(lambda self: self._config.bidirectional)
+    proj_size = property(lambda self: self._config.proj_size)
+    dropout = property(lambda self: self._dropout)
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of the weights and of every input")
+    config = property(lambda self: self._config, doc="the hyperparameters as an LSTMConfig")
+
+    def __repr__(self) -> str:
+        c = self._config
+        text = f"{c.input_size}, {c.hidden_size}"
+        if c.proj_size != 0:
+            text += f", proj_size={c.proj_size}"
+        if c.num_layers != 1:
+            text += f", num_layers={c.num_layers}"
+        if c.bias is not True:
+            text += f", bias={c.bias}"
+        if c.batch_first is not False:
+            text += f", batch_first={c.batch_first}"
+        if self._dropout != 0:
+            text += f", dropout={self._dropout}"
+        if c.bidirectional is not False:
+            text += f", bidirectional={c.bidirectional}"
+        if self._dtype != np.float32:
+            text += f", dtype={self._dtype}"
+        return f"LSTM({text})"
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (LSTM._from_validated, (self._config, self._weights, self._dropout))
+
+    # ----------------------------------------------------------------------------- forward
+    def __call__(
+        self, input: Any, hx: Optional[State] = None, *, lengths: Optional[Any] = None
+    ) -> Tuple[Any, State]:
+        """Run the LSTM: `output, (h_n, c_n) = model(input, (h0, c0))`, as nn.LSTM.
+
+        input: (T, B, input_size), (B, T, input_size) with batch_first, or unbatched (T, input_size);
+            a numpy array, a CPU torch tensor, or a torch PackedSequence.
+        hx: optional (h0, c0) of shapes (num_layers * D, B, H_out) and (num_layers * D, B, hidden_size)
+            whatever batch_first says; 2-D for unbatched input. Missing means zeros.
+        lengths: optional valid length of each sequence (PackedSequence semantics): outputs past a
+            sequence's end are zero and h_n/c_n hold its state at its own last step.
+
+        Returns numpy arrays for numpy input, tensors for tensors, a PackedSequence for one.
+        """
+        if isinstance(input, np.ndarray):
+            return self._forward_numpy(input, hx, lengths)
+        if _interop.is_packed_sequence(input):
+            return self._forward_packed(input, hx, lengths)
+        if _interop.is_tensor(input):
+            torch = _interop.loaded_torch()
+            output, (h_n, c_n) = self._forward_numpy(_interop.tensor_to_numpy(input, "input"), hx, lengths)
+            return torch.from_numpy(output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
+        raise TypeError(f"input must be a numpy array, a torch tensor or a PackedSequence, got {type(input).__name__}")
+
+    forward = __call__
+
+    def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any]) -> Tuple[Any, State]:
+        if lengths is not None:
+            raise ValueError("lengths must not be given with a PackedSequence, which carries its own")
+        padded, seq_lengths = _interop.unpack_sequence(packed)
+        x = _interop.tensor_to_numpy(padded, "input")
+        output, (h_n, c_n) = self._run(x, False, False, hx, seq_lengths)
+        torch = _interop.loaded_torch()
+        return _interop.repack_sequence(packed, output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
+
+    def _forward_numpy(self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any]) -> Tuple[np.ndarray, State]:
+        self._check_input_dtype(x)
+        if x.ndim == 3:
+            return self._run(x, self._config.batch_first, False, hx, lengths)
+        if x.ndim == 2:
+            output, (h_n, c_n) = self._run(x[:, None, :], False, True, hx, lengths)
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
+        raise ValueError(
+            f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
+        )
+
+    def _run(
+        self, x: np.ndarray, batch_first: bool, unbatched: bool, hx: Optional[State], lengths: Optional[Any]
+    ) -> Tuple[np.ndarray, State]:
+        config = self._config
+        if x.shape[-1] != config.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {config.input_size}, got {x.shape[-1]}")
+        steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+        if steps == 0:
+            raise ValueError(f"expected a sequence length of at least 1, got input of shape {x.shape}")
+        if x.strides[-1] != x.itemsize:  # the kernel reads each row as one contiguous run
+            x = np.ascontiguousarray(x)
+        h0 = c0 = None
+        if hx is not None:
+            h0, c0 = self._check_state(hx, batch, unbatched)
+        seq_lengths = None if lengths is None else _check_lengths(lengths, batch, steps, unbatched)
+        output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, seq_lengths)
+        return output, (h_n, c_n)
+
+    def _check_input_dtype(self, x: np.ndarray, name: str = "input") -> None:
+        if x.dtype == self._dtype:
+            return
+        if x.dtype.kind == "f":
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the model is {self._dtype}; convert one of them explicitly "
+                f"(fastlstm never casts silently)"
+            )
+        raise TypeError(f"{name} must be a floating array of dtype {self._dtype}, got dtype {x.dtype}")
+
+    def _check_state(self, hx: Any, batch: int, unbatched: bool) -> Tuple[np.ndarray, np.ndarray]:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
+        states = []
+        for name, value, cell in (("h0", hx[0], False), ("c0", hx[1], True)):
+            if _interop.is_tensor(value):
+                value = _interop.tensor_to_numpy(value, name)
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
+            self._check_input_dtype(value, name)
+            expected = self._config.state_shape(None if unbatched else batch, cell)
+            shape = value.shape
+            if unbatched and value.ndim != 2:
+                raise ValueError(f"for unbatched 2-D input, {name} must also be 2-D {expected}, got {value.ndim}-D {shape}")
+            if shape != expected:
+                raise ValueError(f"Expected {name} of shape {expected}, got {shape}")
+            if unbatched:
+                value = value[:, None, :]
+            states.append(np.ascontiguousarray(value))
+        return states[0], states[1]
+
+
+def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.ndarray:
+    if _interop.is_tensor(lengths):
+        lengths = lengths.detach().cpu().numpy()
+    if unbatched and np.ndim(lengths) == 0:
+        lengths = [lengths]
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    if array.ndim != 1 or array.shape[0] != batch:
+        raise ValueError(f"lengths must hold one length per sequence ({batch}), got shape {array.shape}")
+    if batch and (array.min() < 1 or array.max() > steps):
+        raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got values from {array.min()} to {array.max()}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _random_weights(config: LSTMConfig, dtype: np.dtype, seed: Optional[int]) -> Dict[str, np.ndarray]:
+    """nn.LSTM's initialisation: every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(config.hidden_size)
+    weights = {}
+    for name, shape in config.parameter_shapes().items():
+        array = rng.uniform(-bound, bound, size=shape).astype(dtype)
+        array.flags.writeable = False
+        weights[name] = array
+    return weights
+
+
+def load(
+    path: Union[str, os.PathLike], prefix: Optional[str] = None, batch_first: Optional[bool] = None
+) -> LSTM:
+    """Load an LSTM from a weights file: `.safetensors` or `.npz` (torch-free) or `.pt`/`.pth`
+    (via `torch.load(..., weights_only=True)`; a state_dict, a whole model's, or a checkpoint
+    nesting one). `batch_first=None` uses the file's own setting (fastlstm files) or False."""
+    config, weights = load_config_and_weights(path, prefix=prefix, batch_first=batch_first)
+    return LSTM._from_validated(config, weights)
