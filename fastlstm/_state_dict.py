@@ -1,0 +1,326 @@
+"""Finding an nn.LSTM's weights inside whatever a user saved, and checking them before packing.
+
+Users hand us a bare ``nn.LSTM`` state_dict, a whole model's state_dict (``rnn.weight_ih_l0``
+next to ``head.weight``) or a training checkpoint that nests the model under
+``model_state_dict`` beside optimizer state. Rather than make them dig the weights out, we flatten
+the structure, look for the one set of keys that nn.LSTM produces, infer its hyperparameters from
+names and shapes, and validate everything here in Python, so that the C++ core only ever sees
+well-formed, contiguous float arrays and the user sees an error that names the offending key.
+
+This module is pure numpy: torch tensors are recognised by duck typing and converted, so that
+serving from ``.safetensors``/``.npz`` files works without torch installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ._config import PARAMETER_NAME, LSTMConfig
+
+__all__ = ["flatten_state_dict", "find_lstm_prefixes", "extract_lstm"]
+
+# The key every nn.LSTM state_dict has; nn.LSTMCell's is plain "weight_ih" and must not match.
+_ANCHOR = "weight_ih_l0"
+
+# Long lists of keys make error messages unreadable; show this many and count the rest.
+_MAX_KEYS_IN_MESSAGE = 12
+
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def flatten_state_dict(obj: Mapping) -> Dict[str, Any]:
+    """Flatten nested mappings into one level with dotted keys.
+
+    Checkpoints nest the model's state_dict under arbitrary names (``model_state_dict``,
+    ``state_dict``, ``model``...); flattening lets one prefix search find the LSTM wherever it
+    is, with the prefix telling the user where it was found. Leaves that are not mappings
+    (tensors, arrays, numbers, lists) are kept as they are.
+    """
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            f"expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}"
+        )
+    flat: Dict[str, Any] = {}
+    _flatten_into(obj, "", flat)
+    return flat
+
+
+def _flatten_into(obj: Mapping, prefix: str, flat: Dict[str, Any]) -> None:
+    for key, value in obj.items():
+        name = prefix + str(key)
+        if isinstance(value, Mapping):
+            _flatten_into(value, name + ".", flat)
+            continue
+        if name in flat:
+            # e.g. {"a.b": x, "a": {"b": y}}: silently picking one could load the wrong weights.
+            raise ValueError(f"state_dict key {name!r} occurs twice once nested keys are joined")
+        flat[name] = value
+
+
+def find_lstm_prefixes(flat: Mapping[str, Any]) -> List[str]:
+    """Every prefix under which an nn.LSTM's weights sit, in the order they appear.
+
+    A prefix is empty (a bare nn.LSTM state_dict) or ends with "." (a submodule), because
+    that is how torch names submodules; requiring the dot keeps keys such as
+    ``my_weight_ih_l0`` from producing a bogus prefix ``my_``.
+    """
+    prefixes: List[str] = []
+    for key in flat:
+        if not isinstance(key, str) or not key.endswith(_ANCHOR):
+            continue
+        prefix = key[: -len(_ANCHOR)]
+        if (prefix == "" or prefix.endswith(".")) and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def extract_lstm(
+    state_dict: Mapping,
+    prefix: Optional[str] = None,
+    batch_first: bool = False,
+) -> Tuple[LSTMConfig, Dict[str, np.ndarray]]:
+    """Find one nn.LSTM's weights, infer its config, and return validated read-only copies.
+
+    ``prefix=None`` searches the (flattened) state_dict and succeeds only if exactly one LSTM is
+    found, because guessing between two would silently serve the wrong network. The
+    hyperparameters come from the names and shapes, since a state_dict stores no config; the
+    result is then checked key by key against what nn.LSTM with that config would hold, so
+    a truncated, mixed or hand-edited state_dict fails here with the offending key named.
+    ``batch_first`` is not recorded in weights, so the caller supplies it.
+
+    The returned arrays are owned, C-contiguous, read-only, all float32 or all float64, keyed
+    by nn.LSTM's own names (without the prefix) in nn.LSTM's order.
+    """
+    if not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
+    flat = flatten_state_dict(state_dict)
+    prefix = _choose_prefix(flat, prefix)
+
+    # Only keys shaped like nn.LSTM parameter names concern us; other modules' keys
+    # (head.weight, an optimizer's state) are none of our business.
+    params: Dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(prefix) and PARAMETER_NAME.match(key[len(prefix):]):
+            params[key[len(prefix):]] = value
+
+    arrays = {name: _as_float_array(prefix + name, value) for name, value in params.items()}
+    config = _infer_config(arrays, prefix, bool(batch_first))
+    expected = config.parameter_shapes()
+    _check_names(expected, arrays, prefix, config)
+    _check_shapes(expected, arrays, prefix, config)
+    _check_single_dtype(arrays, prefix)
+
+    weights: Dict[str, np.ndarray] = {}
+    for name in expected:
+        array = arrays[name]
+        # A copy we own: later edits to the user's module or file buffer must not reach a
+        # packed model, and the C++ side can rely on native byte order and contiguity.
+        copy = np.array(array, dtype=array.dtype.newbyteorder("="), order="C", copy=True)
+        copy.flags.writeable = False
+        weights[name] = copy
+    return config, weights
+
+
+def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
+    found = find_lstm_prefixes(flat)
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
+        # An explicit prefix may use any separator (e.g. "rnn/"), so test it directly.
+        if prefix + _ANCHOR in flat:
+            return prefix
+        # "rnn" for "rnn.": the module's name is what users know, and it is unambiguous.
+        if prefix and prefix + "." in found:
+            return prefix + "."
+        if found:
+            listing = ", ".join(repr(p) for p in found)
+            raise ValueError(
+                f"no nn.LSTM weights under prefix {prefix!r} (expected a key "
+                f"{prefix + _ANCHOR!r}); nn.LSTM weights were found under: {listing}"
+            )
+        raise ValueError(
+            f"no nn.LSTM weights under prefix {prefix!r} (expected a key "
+            f"{prefix + _ANCHOR!r}), and none under any other prefix; keys seen: "
+            f"{_some_keys(flat)}"
+        )
+    if not found:
+        hint = ""
+        if any(str(k).endswith("weight_ih") for k in flat):
+            hint = (" (keys ending in 'weight_ih' without a layer number come from nn.LSTMCell, "
+                    "which is not supported)")
+        raise ValueError(
+            "no nn.LSTM weights (keys like 'weight_ih_l0') were found in the state_dict"
+            f"{hint}; keys seen: {_some_keys(flat)}"
+        )
+    if len(found) > 1:
+        listing = ", ".join(repr(p) for p in found)
+        raise ValueError(
+            f"the state_dict holds {len(found)} nn.LSTM modules, under prefixes {listing}; "
+            f"pass prefix= to choose one, e.g. prefix={found[0]!r}"
+        )
+    return found[0]
+
+
+def _some_keys(flat: Mapping[str, Any]) -> str:
+    keys = [str(k) for k in flat]
+    if not keys:
+        return "none (the state_dict is empty)"
+    shown = ", ".join(repr(k) for k in keys[:_MAX_KEYS_IN_MESSAGE])
+    more = len(keys) - _MAX_KEYS_IN_MESSAGE
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _list_keys(keys: List[str]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:_MAX_KEYS_IN_MESSAGE])
+    more = len(keys) - _MAX_KEYS_IN_MESSAGE
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    # Duck typing keeps torch an optional dependency: torch.Tensor and nn.Parameter both
+    # live in torch's modules and carry a dtype and detach().
+    return (
+        type(value).__module__.split(".")[0] == "torch"
+        and hasattr(value, "dtype")
+        and hasattr(value, "detach")
+    )
+
+
+def _as_float_array(key: str, value: Any) -> np.ndarray:
+    """A numpy view (or torch's CPU copy) of one parameter, after checking it is float32/64."""
+    if _is_torch_tensor(value):
+        dtype_name = str(value.dtype).replace("torch.", "")
+        _check_dtype_name(key, dtype_name)
+        try:
+            # force=True detaches and moves to CPU; older torch lacks it.
+            try:
+                return value.numpy(force=True)
+            except TypeError:
+                return value.detach().cpu().numpy()
+        except Exception as exc:  # sparse, meta or otherwise unconvertible tensors
+            raise TypeError(
+                f"{key!r} is a torch tensor that cannot be converted to a numpy array "
+                f"({type(exc).__name__}: {exc}); expected a dense tensor"
+            ) from exc
+    if isinstance(value, np.ndarray):
+        # kind/itemsize rather than equality, so big-endian float32 (e.g. from an .npz written
+        # on another machine) is accepted; extract_lstm converts it to native order.
+        if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8):
+            name = value.dtype.name if value.dtype.kind != "V" else str(value.dtype)
+            _check_dtype_name(key, name)
+        return value
+    raise TypeError(
+        f"{key!r} must be a numpy array or torch tensor, got {type(value).__name__}"
+    )
+
+
+def _check_dtype_name(key: str, dtype_name: str) -> None:
+    if dtype_name in ("float32", "float64"):
+        return
+    if dtype_name in _HALF_DTYPES:
+        raise TypeError(
+            f"{key!r} has dtype {dtype_name}; fastlstm loads float32 or float64 weights: "
+            f"convert the module to float32/float64 first (e.g. model.float()) and save again"
+        )
+    raise TypeError(f"{key!r} has dtype {dtype_name}; expected float32 or float64")
+
+
+def _infer_config(arrays: Dict[str, np.ndarray], prefix: str, batch_first: bool) -> LSTMConfig:
+    """Read the hyperparameters off layer 0's names and shapes, as nn.LSTM would have set them."""
+    weight_ih = arrays[_ANCHOR]
+    if "weight_hh_l0" not in arrays:
+        raise ValueError(f"missing nn.LSTM parameter {prefix + 'weight_hh_l0'!r}")
+    weight_hh = arrays["weight_hh_l0"]
+    for name, layout in ((_ANCHOR, "(4*hidden_size, input_size)"),
+                         ("weight_hh_l0", "(4*hidden_size, hidden_size or proj_size)"),
+                         ("weight_hr_l0", "(proj_size, hidden_size)")):
+        if name in arrays and arrays[name].ndim != 2:
+            raise ValueError(
+                f"{prefix + name!r} must be 2-D {layout}, got shape {tuple(arrays[name].shape)}"
+            )
+    gates = weight_hh.shape[0]
+    if gates == 0 or gates % 4 != 0:
+        raise ValueError(
+            f"{prefix + 'weight_hh_l0'!r} has shape {tuple(weight_hh.shape)}: its first "
+            f"dimension must be 4*hidden_size (a positive multiple of 4), got {gates}"
+        )
+    # Counted, not max+1: a gap (l0, l1, l3) then shows up as l2 missing and l3 unexpected.
+    num_layers = sum(1 for name in arrays if name.startswith("weight_ih_l")
+                     and not name.endswith("_reverse"))
+    values = dict(
+        input_size=int(weight_ih.shape[1]),
+        hidden_size=gates // 4,
+        num_layers=num_layers,
+        bias="bias_ih_l0" in arrays,
+        batch_first=batch_first,
+        bidirectional=any(name.endswith("_reverse") for name in arrays),
+        proj_size=int(arrays["weight_hr_l0"].shape[0]) if "weight_hr_l0" in arrays else 0,
+    )
+    try:
+        return LSTMConfig(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        where = f"under prefix {prefix!r}" if prefix else "in the state_dict"
+        raise ValueError(
+            f"the nn.LSTM weights {where} imply an invalid configuration ({exc}); "
+            f"inferred from shapes: {values}"
+        ) from None
+
+
+def _describe(config: LSTMConfig) -> str:
+    return (
+        f"nn.LSTM(input_size={config.input_size}, hidden_size={config.hidden_size}, "
+        f"num_layers={config.num_layers}, bias={config.bias}, "
+        f"bidirectional={config.bidirectional}, proj_size={config.proj_size})"
+    )
+
+
+def _check_names(expected: Dict[str, Tuple[int, ...]], arrays: Dict[str, np.ndarray],
+                 prefix: str, config: LSTMConfig) -> None:
+    missing = [prefix + name for name in expected if name not in arrays]
+    unexpected = [prefix + name for name in arrays if name not in expected]
+    if not missing and not unexpected:
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing {_list_keys(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {_list_keys(unexpected)}")
+    layers = sorted(
+        int(name[len("weight_ih_l"):])
+        for name in arrays
+        if name.startswith("weight_ih_l") and not name.endswith("_reverse")
+    )
+    if layers != list(range(len(layers))):
+        parts.append(f"nn.LSTM numbers its layers 0..num_layers-1, but weight_ih is present "
+                     f"for layers {layers}")
+    raise ValueError(
+        f"the nn.LSTM weights do not form a complete {_describe(config)} "
+        f"(inferred from weight_ih_l0, weight_hh_l0, bias_ih_l0, weight_hr_l0 and the "
+        f"number of layers): {'; '.join(parts)}"
+    )
+
+
+def _check_shapes(expected: Dict[str, Tuple[int, ...]], arrays: Dict[str, np.ndarray],
+                  prefix: str, config: LSTMConfig) -> None:
+    for name, shape in expected.items():
+        actual = tuple(arrays[name].shape)
+        if actual != shape:
+            raise ValueError(
+                f"{prefix + name!r} has shape {actual}, but {_describe(config)} expects {shape}"
+            )
+
+
+def _check_single_dtype(arrays: Dict[str, np.ndarray], prefix: str) -> None:
+    """One dtype for all, because the model computes in one precision and must not guess."""
+    by_dtype: Dict[str, List[str]] = {}
+    for name, array in arrays.items():
+        by_dtype.setdefault(np.dtype(array.dtype).newbyteorder("=").name, []).append(prefix + name)
+    if len(by_dtype) > 1:
+        listing = "; ".join(f"{dtype}: {_list_keys(keys)}" for dtype, keys in by_dtype.items())
+        raise TypeError(
+            f"the nn.LSTM weights mix dtypes ({listing}); convert them all to float32 or all "
+            f"to float64 first"
+        )
