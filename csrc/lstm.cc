@@ -67,6 +67,8 @@ class PackedLstm<T>::Pass {
       proj_acc_.resize(batch_ * model.proj_padded_);
     }
     zeros_.resize(h_out_);
+    const int64_t widest_input = std::max(dims_.input_size, row_width_);
+    a_pack_.resize(std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
     a_rows_.resize(chunk_rows);
     z_rows_.resize(chunk_rows);
     h_rows_.resize(batch_);
@@ -158,6 +160,7 @@ class PackedLstm<T>::Pass {
     gemm.panel_begin = 0;
     gemm.panel_end = model_.hidden_padded_ / kPanelWidth<T>;
     gemm.c = z_rows_.data();
+    gemm.a_pack = a_pack_.data();
     kernels_.gemm_accumulate(gemm);
   }
 
@@ -203,6 +206,7 @@ class PackedLstm<T>::Pass {
       gemm.panel_begin = args.panel_begin;
       gemm.panel_end = args.panel_end;
       gemm.c = z_rows_.data();
+      gemm.a_pack = a_pack_.data();
       kernels_.gemm_accumulate(gemm);
       kernels_.lstm_cell_update(args);
     }
@@ -226,6 +230,7 @@ class PackedLstm<T>::Pass {
     gemm.panel_begin = 0;
     gemm.panel_end = model_.proj_padded_ / kPanelWidth<T>;
     gemm.c = out_rows_.data();
+    gemm.a_pack = a_pack_.data();
     kernels_.gemm_accumulate(gemm);
     for (int64_t s = 0; s < rows; ++s) std::memcpy(output_row(layer, d, t, s), out_rows_[s], h_out_ * sizeof(T));
   }
@@ -236,7 +241,7 @@ class PackedLstm<T>::Pass {
   const LstmDims& dims_;
   int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
   std::vector<int64_t> order_, length_, active_;
-  AlignedBuffer<T> layer_out_[2], z_, c_, h_raw_, proj_acc_, zeros_;
+  AlignedBuffer<T> layer_out_[2], z_, c_, h_raw_, proj_acc_, zeros_, a_pack_;
   std::vector<const T*> a_rows_, h_rows_;
   std::vector<T*> z_rows_, out_rows_;
 };

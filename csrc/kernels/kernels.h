@@ -21,6 +21,7 @@ struct GemmArgs {
   int64_t gates = 0;     // 4 for the LSTM gates, 1 for the projection
   int64_t panel_begin = 0, panel_end = 0;
   T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
+  T* a_pack = nullptr;    // scratch of at least rows * k values
 };
 
 // One LSTM time step for `rows` rows on panels [panel_begin, panel_end):

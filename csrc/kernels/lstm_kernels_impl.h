@@ -18,19 +18,21 @@ struct Kernels {
   // Reduction block for the GEMM, so one gate's panel of weights (kKBlock x kPanel) stays in L1.
   static constexpr int64_t kKBlock = 256;
 
-  // c[r][(p*gates+g)*P ..] += sum_k a[r][k] * w[p][k][g][..] for `R` rows, one panel and gate.
+  // c[r][(p*gates+g)*P ..] += sum_k a[k][r] * w[p][k][g][..] for `R` rows of one packed A tile
+  // (k-major, R values per k), one panel and gate.
   template <int R>
-  static void gemm_tile(const T* const* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
-                        T* const* c, int64_t c_offset) {
+  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step, T* const* c,
+                        int64_t c_offset) {
     Reg acc[R][kVecsPerPanel];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
     const T* wk = w + k0 * w_step;
-    for (int64_t k = k0; k < k1; ++k, wk += w_step) {
+    const T* ak = a + k0 * R;
+    for (int64_t k = k0; k < k1; ++k, wk += w_step, ak += R) {
       Reg wv[kVecsPerPanel];
       for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
       for (int r = 0; r < R; ++r) {
-        Reg b = V::set1(a[r][k]);
+        Reg b = V::set1(ak[r]);
         for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v], b, acc[r][v]);
       }
     }
@@ -43,7 +45,31 @@ struct Kernels {
     }
   }
 
+  // Copies A into row tiles, each k-major: the micro-kernel then broadcasts from one pointer
+  // instead of juggling a register per row (twelve row pointers would not fit in x86's GPRs).
+  static void pack_rows(const GemmArgs<T>& args) {
+    for (int64_t r0 = 0; r0 < args.rows; r0 += kRowTile) {
+      const int64_t height = args.rows - r0 < kRowTile ? args.rows - r0 : kRowTile;
+      T* tile = args.a_pack + r0 * args.k;
+      for (int64_t r = 0; r < height; ++r) {
+        const T* row = args.a[r0 + r];
+        for (int64_t k = 0; k < args.k; ++k) tile[k * height + r] = row[k];
+      }
+    }
+  }
+
+  // The last rows % kRowTile rows in one tile of exactly that height, keeping several FMA chains.
+  template <int R>
+  static void gemm_tail(int64_t rows, const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
+                        T* const* c, int64_t c_offset) {
+    if constexpr (R > 0) {
+      if (rows == R) return gemm_tile<R>(a, k0, k1, w, w_step, c, c_offset);
+      gemm_tail<R - 1>(rows, a, k0, k1, w, w_step, c, c_offset);
+    }
+  }
+
   static void gemm_accumulate(const GemmArgs<T>& args) {
+    pack_rows(args);
     const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
     for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
       for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
@@ -53,8 +79,8 @@ struct Kernels {
           const int64_t c_offset = (p * args.gates + g) * kPanel;
           int64_t r = 0;
           for (; r + kRowTile <= args.rows; r += kRowTile)
-            gemm_tile<kRowTile>(args.a + r, k0, k1, w, w_step, args.c + r, c_offset);
-          for (; r < args.rows; ++r) gemm_tile<1>(args.a + r, k0, k1, w, w_step, args.c + r, c_offset);
+            gemm_tile<kRowTile>(args.a_pack + r * args.k, k0, k1, w, w_step, args.c + r, c_offset);
+          gemm_tail<kRowTile - 1>(args.rows - r, args.a_pack + r * args.k, k0, k1, w, w_step, args.c + r, c_offset);
         }
       }
     }
