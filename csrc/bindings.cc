@@ -72,7 +72,8 @@ class PyPackedLstm {
       : lstm_(build(make_dims(input_size, hidden_size, num_layers, bias, bidirectional, proj_size), weights)) {}
 
   py::tuple forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
-                    const py::object& lengths) const {
+                    const py::object& lengths, const py::object& out, const py::object& h_n,
+                    const py::object& c_n) const {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
@@ -117,21 +118,33 @@ class PyPackedLstm {
     }
 
     const int64_t width = dims.num_directions() * dims.output_size();
-    py::array_t<T> out(batch_first ? std::vector<int64_t>{batch, steps, width} : std::vector<int64_t>{steps, batch, width});
-    py::array_t<T> h_n(h_shape), c_n(c_shape);
-    req.out = out.mutable_data();
+    const std::vector<int64_t> out_shape =
+        batch_first ? std::vector<int64_t>{batch, steps, width} : std::vector<int64_t>{steps, batch, width};
+    py::array out_array = output_array(out, "out", out_shape);
+    py::array h_n_array = output_array(h_n, "h_n", h_shape);
+    py::array c_n_array = output_array(c_n, "c_n", c_shape);
+    req.out = static_cast<T*>(out_array.mutable_data());
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
-    req.h_n = h_n.mutable_data();
-    req.c_n = c_n.mutable_data();
+    req.h_n = static_cast<T*>(h_n_array.mutable_data());
+    req.c_n = static_cast<T*>(c_n_array.mutable_data());
     {
       py::gil_scoped_release release;
       lstm_.forward(req);
     }
-    return py::make_tuple(out, h_n, c_n);
+    return py::make_tuple(out_array, h_n_array, c_n_array);
   }
 
  private:
+  // The caller's buffer when given (checked, so the kernels can write it blindly), else a new array.
+  static py::array output_array(const py::object& given, const char* name, const std::vector<int64_t>& shape) {
+    if (given.is_none()) return py::array_t<T>(shape);
+    py::array array = given.cast<py::array>();
+    require_array<T>(array, name, shape);
+    if (!array.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+    return array;
+  }
+
   static std::vector<const T*> weight_pointers(const LstmDims& dims, const std::vector<py::array>& weights) {
     std::vector<const T*> pointers;
     const int64_t H = dims.hidden_size;
@@ -174,8 +187,10 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("weights"))
       .def("forward", &PyPackedLstm<T>::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
-           py::arg("c0"), py::arg("lengths"),
-           "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n).");
+           py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
+           py::arg("c_n") = py::none(),
+           "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
+           "written into out/h_n/c_n when given.");
 }
 
 }  // namespace

@@ -180,6 +180,83 @@ class LSTM:
 
     forward = __call__
 
+    def initial_state(self, batch_size: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Zero (h0, c0) in nn.LSTM's hx shapes, to start a stream: `output, state = model(chunk, state)`
+        over consecutive chunks gives the same result as one call over the whole sequence.
+        `batch_size=None` gives the 2-D states of unbatched input."""
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 0):
+            raise ValueError(f"batch_size must be a non-negative int or None, got {batch_size!r}")
+        return (
+            np.zeros(self._config.state_shape(batch_size, cell=False), self._dtype),
+            np.zeros(self._config.state_shape(batch_size, cell=True), self._dtype),
+        )
+
+    def step(
+        self,
+        input: np.ndarray,
+        state: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+        *,
+        out: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+    ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """One time step for streaming, on numpy arrays: `input` is (B, input_size) or unbatched
+        (input_size,); `state` is (h, c) as nn.LSTM's hx (2-D for unbatched), None for zeros.
+        Returns `(output, (h_n, c_n))` with output (B, D * H_out) or (D * H_out,).
+
+        `out=(output, h_n, c_n)` writes into caller-owned C-contiguous arrays and allocates nothing;
+        h_n/c_n may be the very arrays of `state`, updating the stream's state in place.
+        Same as `model(input[None], state)` with the time axis dropped."""
+        if not isinstance(input, np.ndarray):
+            raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
+        self._check_input_dtype(input)
+        if input.ndim not in (1, 2):
+            raise ValueError(f"step expects (batch, input_size) or (input_size,) input, got shape {input.shape}")
+        unbatched = input.ndim == 1
+        batch = 1 if unbatched else input.shape[0]
+        if input.shape[-1] != self._config.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self._config.input_size}, got {input.shape[-1]}")
+        x = input.reshape(1, 1, -1) if unbatched else input[None]
+        if x.strides[-1] != x.itemsize:
+            x = np.ascontiguousarray(x)
+        h0 = c0 = None
+        if state is not None:
+            h0, c0 = self._check_state(state, batch, unbatched)
+        buffers = (None, None, None) if out is None else self._check_step_out(out, batch, unbatched, input)
+        output, h_n, c_n = self._packed.forward(x, False, h0, c0, None, *buffers)
+        if out is not None:
+            return out[0], (out[1], out[2])
+        if unbatched:
+            return output[0, 0], (h_n[:, 0], c_n[:, 0])
+        return output[0], (h_n, c_n)
+
+    def _check_step_out(
+        self, out: Any, batch: int, unbatched: bool, input: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not isinstance(out, (tuple, list)) or len(out) != 2 + 1:
+            raise TypeError("out must be a tuple (output, h_n, c_n) of numpy arrays")
+        config = self._config
+        width = config.num_directions * config.output_hidden_size
+        size = None if unbatched else batch
+        expected = (
+            (width,) if unbatched else (batch, width),
+            config.state_shape(size, cell=False),
+            config.state_shape(size, cell=True),
+        )
+        views = []
+        for name, array, shape, kernel_shape in zip(
+            ("output", "h_n", "c_n"), out, expected, ((1, batch, width), config.state_shape(batch, False), config.state_shape(batch, True))
+        ):
+            if not isinstance(array, np.ndarray):
+                raise TypeError(f"out {name} must be a numpy array, got {type(array).__name__}")
+            self._check_input_dtype(array, f"out {name}")
+            if array.shape != shape or not array.flags.c_contiguous or not array.flags.writeable:
+                raise ValueError(
+                    f"out {name} must be a writeable C-contiguous array of shape {shape}, got shape {array.shape}"
+                )
+            views.append(array.reshape(kernel_shape))
+        if np.shares_memory(out[0], input):
+            raise ValueError("out output must not overlap the input")
+        return views[0], views[1], views[2]
+
     def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any]) -> Tuple[Any, State]:
         if lengths is not None:
             raise ValueError("lengths must not be given with a PackedSequence, which carries its own")

@@ -1,5 +1,6 @@
 // Kernels for AVX2 + FMA. Built with -mavx2 -mfma; only called after cpu_features says so.
 #include <cstdint>
+#include <type_traits>
 
 #include "../lstm_dims.h"
 #include "kernels.h"

@@ -1,5 +1,6 @@
 // Kernels for AVX-512F. Built with -mavx512f; only called after cpu_features says so.
 #include <cstdint>
+#include <type_traits>
 
 #include "../lstm_dims.h"
 #include "kernels.h"

@@ -1,5 +1,6 @@
 // The portable kernels: no ISA flags, so this path runs on any CPU.
 #include <cstdint>
+#include <type_traits>
 
 #include "../lstm_dims.h"
 #include "kernels.h"

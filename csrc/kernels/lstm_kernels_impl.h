@@ -12,9 +12,8 @@ struct Kernels {
   static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
   // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts.
   static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
-  // Fused step: process two panels at once when one panel is a single register, so there are
-  // eight independent FMA chains to hide the FMA latency.
-  static constexpr int kPanelsPerPass = kVecsPerPanel == 1 ? 2 : 1;
+  // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
+  static constexpr int64_t kMinTiledRows = 4;
   // Reduction block for the GEMM, so one gate's panel of weights (kKBlock x kPanel) stays in L1.
   static constexpr int64_t kKBlock = 256;
 
@@ -69,6 +68,7 @@ struct Kernels {
   }
 
   static void gemm_accumulate(const GemmArgs<T>& args) {
+    if (args.rows < kMinTiledRows) return args.gates == kGates ? gemm_rows_wide<kGates>(args) : gemm_rows_wide<1>(args);
     pack_rows(args);
     const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
     for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
@@ -103,34 +103,63 @@ struct Kernels {
     for (int64_t u = 0; u < n; ++u) h[u] = h_panel[u];
   }
 
-  template <int PP>
-  static void fused_panels(const StepArgs<T>& args, int64_t r, int64_t p) {
-    const T* h_prev = args.h_prev[r];
-    const int64_t w_panel = args.k * kGates * kPanel;
-    Reg acc[PP][kGates][kVecsPerPanel];
-    for (int q = 0; q < PP; ++q)
-      for (int g = 0; g < kGates; ++g)
-        for (int v = 0; v < kVecsPerPanel; ++v)
-          acc[q][g][v] = V::load(args.z[r] + ((p + q) * kGates + g) * kPanel + v * V::kWidth);
-    const T* w = args.w_hh + p * w_panel;
-    for (int64_t k = 0; k < args.k; ++k, w += kGates * kPanel) {
-      Reg b = V::set1(h_prev[k]);
-      for (int q = 0; q < PP; ++q)
-        for (int g = 0; g < kGates; ++g)
+  // acc[q][g] = z-row values + sum_k a[k] * w[p+q][k][g] for NP consecutive panels of one row: all
+  // G gates of NP panels at once, so there are enough independent FMA chains at a single row.
+  template <int G, int NP>
+  static void accumulate_row(const T* a, int64_t k, const T* w, const T* z, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
+    const int64_t w_panel = k * G * kPanel;
+    for (int q = 0; q < NP; ++q)
+      for (int g = 0; g < G; ++g)
+        for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::load(z + ((p + q) * G + g) * kPanel + v * V::kWidth);
+    const T* wk = w + p * w_panel;
+    for (int64_t kk = 0; kk < k; ++kk, wk += G * kPanel) {
+      Reg b = V::set1(a[kk]);
+      for (int q = 0; q < NP; ++q)
+        for (int g = 0; g < G; ++g)
           for (int v = 0; v < kVecsPerPanel; ++v)
-            acc[q][g][v] = V::fmadd(V::load(w + q * w_panel + g * kPanel + v * V::kWidth), b, acc[q][g][v]);
+            acc[q][g][v] = V::fmadd(V::load(wk + q * w_panel + g * kPanel + v * V::kWidth), b, acc[q][g][v]);
     }
-    for (int q = 0; q < PP; ++q) {
-      const int64_t unit = (p + q) * kPanel;
-      update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
+  }
+
+  // Panels per pass giving about eight accumulators for G gates.
+  template <int G>
+  static constexpr int kRowPanels = G * kVecsPerPanel >= 8 ? 1 : 8 / (G * kVecsPerPanel);
+
+  // c[r] += a[r] @ W one row at a time, for the few-row case where row tiles would be too short.
+  template <int G>
+  static void gemm_rows_wide(const GemmArgs<T>& args) {
+    constexpr int NP = kRowPanels<G>;
+    for (int64_t r = 0; r < args.rows; ++r) {
+      T* c = args.c[r];
+      auto pass = [&](auto panels, int64_t p) {
+        constexpr int N = decltype(panels)::value;
+        Reg acc[N][G][kVecsPerPanel];
+        accumulate_row<G, N>(args.a[r], args.k, args.w, c, p, acc);
+        for (int q = 0; q < N; ++q)
+          for (int g = 0; g < G; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) V::store(c + ((p + q) * G + g) * kPanel + v * V::kWidth, acc[q][g][v]);
+      };
+      int64_t p = args.panel_begin;
+      for (; p + NP <= args.panel_end; p += NP) pass(std::integral_constant<int, NP>(), p);
+      for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
     }
   }
 
   static void lstm_step_fused(const StepArgs<T>& args) {
+    constexpr int NP = kRowPanels<kGates>;
     for (int64_t r = 0; r < args.rows; ++r) {
+      auto pass = [&](auto panels, int64_t p) {
+        constexpr int N = decltype(panels)::value;
+        Reg acc[N][kGates][kVecsPerPanel];
+        accumulate_row<kGates, N>(args.h_prev[r], args.k, args.w_hh, args.z[r], p, acc);
+        for (int q = 0; q < N; ++q) {
+          const int64_t unit = (p + q) * kPanel;
+          update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
+        }
+      };
       int64_t p = args.panel_begin;
-      for (; p + kPanelsPerPass <= args.panel_end; p += kPanelsPerPass) fused_panels<kPanelsPerPass>(args, r, p);
-      for (; p < args.panel_end; ++p) fused_panels<1>(args, r, p);
+      for (; p + NP <= args.panel_end; p += NP) pass(std::integral_constant<int, NP>(), p);
+      for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
     }
   }
 
