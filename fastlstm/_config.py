@@ -16,9 +16,9 @@ PARAMETER_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
 def normalize_dtype(dtype: object) -> np.dtype:
     """Accept numpy dtypes, their names and torch dtypes; return float32 or float64."""
-    name = str(dtype).replace("torch.", "")
     try:
-        resolved = np.dtype(name)
+        # torch dtypes are not numpy dtypes; their names ("torch.float32") map over.
+        resolved = np.dtype(str(dtype).replace("torch.", "") if type(dtype).__module__ == "torch" else dtype)
     except TypeError:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if resolved not in SUPPORTED_DTYPES:

@@ -1,0 +1,134 @@
+"""What machine the numbers came from: CPU model, instruction set, software versions, sgemm peak.
+
+Benchmark numbers without their machine are not comparable; these go at the top of results.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from typing import Any, Dict, Optional
+
+# Run in a fresh interpreter so the BLAS thread count is fixed before numpy loads its BLAS; the
+# current process may already have numpy (and its thread pool) loaded.
+SGEMM_PEAK_SCRIPT = """
+import time, numpy as np
+n = 1024
+rng = np.random.default_rng(0)
+a = rng.standard_normal((n, n), dtype=np.float32)
+b = rng.standard_normal((n, n), dtype=np.float32)
+a @ b
+best = float("inf")
+for _ in range(7):
+    start = time.perf_counter()
+    a @ b
+    best = min(best, time.perf_counter() - start)
+print(2 * n ** 3 / best / 1e9)
+"""
+SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def cpu_model_name() -> str:
+    """lscpu's 'Model name', else /proc/cpuinfo's, else whatever platform knows."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in text.splitlines():
+            if line.strip().startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for line in _read_proc_cpuinfo().splitlines():
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _read_proc_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def isa_from_cpu_flags() -> str:
+    """The widest SIMD instruction set the CPU reports (not necessarily what fastlstm compiled)."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "NEON"
+    flags: set = set()
+    for line in _read_proc_cpuinfo().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags and "fma" in flags:
+        return "AVX2+FMA"
+    if "avx" in flags:
+        return "AVX"
+    return "SSE/generic" if flags else f"unknown ({machine})"
+
+
+def fastlstm_cpu_info() -> Optional[Dict[str, Any]]:
+    """fastlstm.cpu_info() if the package offers it: the kernels it actually dispatches to."""
+    try:
+        import fastlstm
+    except ImportError:
+        return None
+    cpu_info = getattr(fastlstm, "cpu_info", None)
+    if not callable(cpu_info):
+        return None
+    try:
+        return dict(cpu_info())
+    except Exception:  # noqa: BLE001 - machine description is best effort
+        return None
+
+
+def software_versions() -> Dict[str, str]:
+    """Versions of everything that was timed; missing packages are simply absent."""
+    versions = {"python": platform.python_version()}
+    for module_name in ("numpy", "torch", "onnxruntime", "fastlstm"):
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        versions[module_name] = str(getattr(module, "__version__", "unknown"))
+    return versions
+
+
+def measure_sgemm_peak_gflops(timeout_seconds: float = 120.0) -> Optional[float]:
+    """Single-core fp32 GEMM rate: numpy 1024x1024 @ 1024x1024, best of 7, BLAS pinned to one thread.
+
+    None if the measurement could not run (the report then leaves out % of peak).
+    """
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", SGEMM_PEAK_SCRIPT],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout_seconds,
+            check=True,
+        )
+        return float(completed.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def describe_machine() -> Dict[str, Any]:
+    """Everything about this machine the report prints (sgemm peak is measured separately)."""
+    info: Dict[str, Any] = {
+        "cpu": cpu_model_name(),
+        "isa": isa_from_cpu_flags(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": software_versions(),
+    }
+    kernel_info = fastlstm_cpu_info()
+    if kernel_info is not None:
+        info["fastlstm_cpu_info"] = kernel_info
+    return info
