@@ -21,18 +21,19 @@ sources = [
     "csrc/bindings.cc",
     "csrc/cpu_features.cc",
     "csrc/lstm.cc",
+    "csrc/thread_pool.cc",
     "csrc/kernels/kernels_scalar.cc",
 ]
 if IS_X86_64:
     sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc"]
 
-extra_compile_args = ["-O3", "-fvisibility=hidden"]
-extra_link_args = []
+extra_compile_args = ["-O3", "-fvisibility=hidden", "-pthread"]
+extra_link_args = ["-pthread"]
 if os.environ.get("FASTLSTM_SANITIZE"):
     # CI's sanitizer job: ASan + UBSan, frame pointers for readable reports.
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
     extra_compile_args = ["-O1", "-g"] + sanitize
-    extra_link_args = sanitize
+    extra_link_args = sanitize + ["-pthread"]
 
 
 class BuildWithIsaFlags(build_ext):

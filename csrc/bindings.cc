@@ -12,6 +12,7 @@
 
 #include "cpu_features.h"
 #include "lstm.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
 
@@ -73,7 +74,7 @@ class PyPackedLstm {
 
   py::tuple forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
                     const py::object& lengths, const py::object& out, const py::object& h_n,
-                    const py::object& c_n) const {
+                    const py::object& c_n, int num_threads) const {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
@@ -130,7 +131,7 @@ class PyPackedLstm {
     req.c_n = static_cast<T*>(c_n_array.mutable_data());
     {
       py::gil_scoped_release release;
-      lstm_.forward(req);
+      lstm_.forward(req, num_threads);
     }
     return py::make_tuple(out_array, h_n_array, c_n_array);
   }
@@ -188,7 +189,7 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("weights"))
       .def("forward", &PyPackedLstm<T>::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
            py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
-           py::arg("c_n") = py::none(),
+           py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
            "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
            "written into out/h_n/c_n when given.");
 }
@@ -201,6 +202,12 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's C++ core: packed LSTM weights and the forward pass.";
   bind_packed_lstm<float>(m, "PackedLstmF32");
   bind_packed_lstm<double>(m, "PackedLstmF64");
+  m.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); },
+        "Threads one forward call may use by default, the caller's included.");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("num_threads must be at least 1, got " + std::to_string(n));
+    ThreadPool::instance().set_num_threads(n);
+  }, py::arg("n"), "Set the default number of threads per forward call.");
   m.def("supported_isas", [] {
     std::vector<std::string> names;
     for (Isa isa : supported_isas()) names.push_back(isa_name(isa));

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "cpu_features.h"
 #include "kernels/kernels.h"
 #include "pack_weights.h"
+#include "thread_pool.h"
 
 namespace fastlstm {
 namespace {
@@ -17,14 +19,33 @@ constexpr int64_t kFusedStepMaxRows = 4;
 // The input projection runs over chunks of time steps whose accumulators fit comfortably in L2.
 constexpr int64_t kChunkBytes = 256 * 1024;
 
-// Scratch memory of the forward pass, kept per thread and grown to its high-water mark, so that
-// repeated calls (a service's steady state, streaming one step at a time) allocate nothing.
+// A call's work is split across threads only when a step is big enough to pay for a barrier
+// (~0.1-0.3 us between cores) or, for the two directions, when a whole direction is.
+constexpr int64_t kMinSplitStepMacs = int64_t(1) << 16;
+constexpr int64_t kMinDirectionMacs = int64_t(1) << 18;
+
+// Scratch one thread of a forward call uses privately.
+template <typename T>
+struct MemberScratch {
+  AlignedBuffer<T> a_pack;
+  std::vector<const T*> a_rows, h_rows;
+  std::vector<T*> z_rows, out_rows;
+};
+
+// Scratch one direction of a layer uses; both directions may run at once on different threads.
+template <typename T>
+struct DirectionScratch {
+  AlignedBuffer<T> z, c, h_raw, proj_acc;
+};
+
+// Scratch memory of the forward pass, kept per calling thread and grown to its high-water mark,
+// so that repeated calls (a service's steady state, a stream of single steps) allocate nothing.
 template <typename T>
 struct Workspace {
   std::vector<int64_t> order, length, active;
-  AlignedBuffer<T> layer_out[2], z, c, h_raw, proj_acc, zeros, a_pack;
-  std::vector<const T*> a_rows, h_rows;
-  std::vector<T*> z_rows, out_rows;
+  AlignedBuffer<T> layer_out[2], zeros;
+  DirectionScratch<T> directions[2];
+  std::vector<MemberScratch<T>> members;
 
   static Workspace& for_this_thread() {
     thread_local Workspace workspace;
@@ -41,6 +62,20 @@ template <typename V>
 void grow(std::vector<V>& vector, int64_t count) {
   if (vector.size() < static_cast<std::size_t>(count)) vector.resize(count);
 }
+
+// The share [begin, end) of `count` items that member `rank` of `size` takes.
+struct Range {
+  int64_t begin, end;
+};
+inline Range split(int64_t count, int rank, int size) {
+  return {count * rank / size, count * (rank + 1) / size};
+}
+
+// The members of a team running one direction, and the barrier they meet at between steps.
+struct Team {
+  int rank, size;
+  SpinBarrier* barrier;
+};
 
 }  // namespace
 
@@ -67,12 +102,13 @@ PackedLstm<T>::PackedLstm(const LstmDims& dims, const std::vector<const T*>& wei
   }
 }
 
-// Everything one forward call needs beyond the packed weights. Allocated once per call, before the
-// time loop; the loop itself only moves pointers.
+// Everything one forward call needs beyond the packed weights. Scratch is sized before the time
+// loop; the loop itself only moves pointers. With a team of threads, every member runs the same
+// loop on its own share of hidden units (or its own direction) and they meet at spin barriers.
 template <typename T>
 class PackedLstm<T>::Pass {
  public:
-  Pass(const PackedLstm& model, const ForwardRequest<T>& request)
+  Pass(const PackedLstm& model, const ForwardRequest<T>& request, int threads)
       : model_(model),
         req_(request),
         kernels_(active_kernels<T>()),
@@ -87,33 +123,82 @@ class PackedLstm<T>::Pass {
     row_width_ = dims_.num_directions() * h_out_;
     gate_row_ = kGates * model.hidden_padded_;
     sort_batch_by_length();
+    team_size_ = choose_team_size(threads);
 
     chunk_steps_ = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, batch_ * gate_row_ * sizeof(T)), 1, steps_);
     const int64_t chunk_rows = chunk_steps_ * batch_;
     if (dims_.num_layers > 1) grow(ws_.layer_out[0], steps_ * batch_ * row_width_);
     if (dims_.num_layers > 2) grow(ws_.layer_out[1], steps_ * batch_ * row_width_);
-    grow(ws_.z, chunk_rows * gate_row_);
-    grow(ws_.c, batch_ * model.hidden_padded_);
-    if (dims_.proj_size > 0) {
-      grow(ws_.h_raw, batch_ * model.hidden_padded_);
-      grow(ws_.proj_acc, batch_ * model.proj_padded_);
-    }
     grow(ws_.zeros, h_out_);
     std::fill_n(ws_.zeros.data(), h_out_, T(0));  // the h0 of rows given none
+    for (int64_t d = 0; d < dims_.num_directions(); ++d) {
+      DirectionScratch<T>& dir = ws_.directions[d];
+      grow(dir.z, chunk_rows * gate_row_);
+      grow(dir.c, batch_ * model.hidden_padded_);
+      if (dims_.proj_size > 0) {
+        grow(dir.h_raw, batch_ * model.hidden_padded_);
+        grow(dir.proj_acc, batch_ * model.proj_padded_);
+      }
+    }
+    grow(ws_.members, team_size_);
     const int64_t widest_input = std::max(dims_.input_size, row_width_);
-    grow(ws_.a_pack, std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
-    grow(ws_.a_rows, chunk_rows);
-    grow(ws_.z_rows, chunk_rows);
-    grow(ws_.h_rows, batch_);
-    grow(ws_.out_rows, batch_);
+    for (int m = 0; m < team_size_; ++m) {
+      MemberScratch<T>& member = ws_.members[m];
+      grow(member.a_pack, std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
+      grow(member.a_rows, chunk_rows);
+      grow(member.z_rows, chunk_rows);
+      grow(member.h_rows, batch_);
+      grow(member.out_rows, batch_);
+    }
   }
 
   void run() {
-    for (int64_t layer = 0; layer < dims_.num_layers; ++layer)
-      for (int64_t d = 0; d < dims_.num_directions(); ++d) run_direction(layer, d);
+    if (team_size_ > 1) {
+      const int forward_members = dims_.bidirectional ? team_size_ / 2 : team_size_;
+      SpinBarrier team_barrier(team_size_), forward_barrier(forward_members),
+          reverse_barrier(team_size_ - forward_members);
+      std::function<void(int)> job = [&](int member) {
+        run_member(member, team_barrier, forward_barrier, reverse_barrier);
+      };
+      if (ThreadPool::instance().try_run(team_size_, job)) return;
+      team_size_ = 1;  // the pool is serving another call: run alone rather than oversubscribe
+    }
+    SpinBarrier alone(1);
+    run_member(0, alone, alone, alone);
   }
 
  private:
+  int choose_team_size(int threads) const {
+    const int64_t H = dims_.hidden_size;
+    if (threads <= 1 || batch_ == 0) return 1;
+    if (dims_.bidirectional) {
+      const int64_t direction_macs = steps_ * batch_ * 4 * H * (dims_.input_size + h_out_);
+      return direction_macs >= kMinDirectionMacs ? 2 : 1;  // one thread per direction
+    }
+    const int64_t panels = model_.hidden_padded_ / kPanelWidth<T>;
+    const int64_t step_macs = batch_ * 4 * H * h_out_;
+    if (step_macs < kMinSplitStepMacs || panels < 2) return 1;
+    return static_cast<int>(std::min<int64_t>({threads, panels, 8}));
+  }
+
+  void run_member(int member, SpinBarrier& team_barrier, SpinBarrier& forward_barrier, SpinBarrier& reverse_barrier) {
+    const int forward_members = dims_.bidirectional ? std::max(1, team_size_ / 2) : team_size_;
+    for (int64_t layer = 0; layer < dims_.num_layers; ++layer) {
+      if (dims_.bidirectional && team_size_ > 1) {
+        // The directions are independent within a layer: each sub-team takes one.
+        if (member < forward_members) {
+          run_direction(layer, 0, {member, forward_members, &forward_barrier}, member);
+        } else {
+          run_direction(layer, 1, {member - forward_members, team_size_ - forward_members, &reverse_barrier}, member);
+        }
+      } else {
+        for (int64_t d = 0; d < dims_.num_directions(); ++d)
+          run_direction(layer, d, {member, team_size_, &team_barrier}, member);
+      }
+      team_barrier.arrive_and_wait();  // the next layer reads all of this layer's output
+    }
+  }
+
   // Slots are batch rows sorted by decreasing length, so the rows still running at any step are
   // a prefix: active_[t] of them.
   void sort_batch_by_length() {
@@ -145,15 +230,38 @@ class PackedLstm<T>::Pass {
     return (layer * dims_.num_directions() + d) * batch_ + order_[s];
   }
 
-  void run_direction(int64_t layer, int64_t d) {
+  // What one member of a direction's team owns: hidden panels, their units, and projection panels.
+  struct Share {
+    Range panels, units, proj_panels, out_units;
+  };
+
+  Share share_of(const Team& team) const {
+    constexpr int64_t P = kPanelWidth<T>;
+    const int64_t H = dims_.hidden_size;
+    Share share;
+    share.panels = split(model_.hidden_padded_ / P, team.rank, team.size);
+    share.units = {std::min(share.panels.begin * P, H), std::min(share.panels.end * P, H)};
+    share.proj_panels = split(model_.proj_padded_ / P, team.rank, team.size);
+    share.out_units = dims_.proj_size > 0 ? Range{std::min(share.proj_panels.begin * P, dims_.proj_size),
+                                                  std::min(share.proj_panels.end * P, dims_.proj_size)}
+                                          : share.units;
+    return share;
+  }
+
+  void run_direction(int64_t layer, int64_t d, const Team& team, int member) {
     const DirectionWeights& w = model_.directions_[layer * dims_.num_directions() + d];
+    DirectionScratch<T>& scratch = ws_.directions[d];
+    MemberScratch<T>& mine = ws_.members[member];
+    const Share share = share_of(team);
     const bool reverse = d == 1;
     const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
 
     for (int64_t s = 0; s < batch_; ++s) {
-      T* c = ws_.c.data() + s * Hp;
-      std::fill(c, c + Hp, T(0));
-      if (req_.c0 != nullptr) std::memcpy(c, req_.c0 + state_index(layer, d, s) * H, H * sizeof(T));
+      T* c = scratch.c.data() + s * Hp;
+      std::fill(c + share.panels.begin * kPanelWidth<T>, c + share.panels.end * kPanelWidth<T>, T(0));
+      if (req_.c0 != nullptr)
+        std::copy(req_.c0 + state_index(layer, d, s) * H + share.units.begin,
+                  req_.c0 + state_index(layer, d, s) * H + share.units.end, c + share.units.begin);
     }
 
     const int64_t chunks = (steps_ + chunk_steps_ - 1) / chunk_steps_;
@@ -163,43 +271,55 @@ class PackedLstm<T>::Pass {
         t_lo = std::max<int64_t>(0, steps_ - (chunk + 1) * chunk_steps_);
         t_hi = steps_ - chunk * chunk_steps_;
       }
-      project_inputs(layer, w, t_lo, t_hi);
-      for (int64_t i = 0; i < t_hi - t_lo; ++i) step(layer, d, w, reverse ? t_hi - 1 - i : t_lo + i, t_lo);
+      // A member's z panels are read only by that member's steps: no barrier needed here.
+      project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
+      for (int64_t i = 0; i < t_hi - t_lo; ++i)
+        step(layer, d, w, scratch, mine, share, team, reverse ? t_hi - 1 - i : t_lo + i, t_lo);
     }
 
+    // Each member copies the units it computed, so no barrier is needed before this.
     for (int64_t s = 0; s < batch_; ++s) {
       const int64_t t_last = reverse ? 0 : length_[s] - 1;
-      std::memcpy(req_.h_n + state_index(layer, d, s) * h_out_, output_row(layer, d, t_last, s), h_out_ * sizeof(T));
-      std::memcpy(req_.c_n + state_index(layer, d, s) * H, ws_.c.data() + s * Hp, H * sizeof(T));
+      const T* h_last = output_row(layer, d, t_last, s);
+      std::copy(h_last + share.out_units.begin, h_last + share.out_units.end,
+                req_.h_n + state_index(layer, d, s) * h_out_ + share.out_units.begin);
+      std::copy(scratch.c.data() + s * Hp + share.units.begin, scratch.c.data() + s * Hp + share.units.end,
+                req_.c_n + state_index(layer, d, s) * H + share.units.begin);
     }
   }
 
+  T* z_row(DirectionScratch<T>& scratch, int64_t t, int64_t t_lo, int64_t s) {
+    return scratch.z.data() + ((t - t_lo) * batch_ + s) * gate_row_;
+  }
+
   // z = x W_ih^T + b_ih + b_hh for every running row of steps [t_lo, t_hi): one GEMM.
-  void project_inputs(int64_t layer, const DirectionWeights& w, int64_t t_lo, int64_t t_hi) {
+  void project_inputs(int64_t layer, const DirectionWeights& w, DirectionScratch<T>& scratch, MemberScratch<T>& mine,
+                      const Share& share, int64_t t_lo, int64_t t_hi) {
+    const int64_t first = share.panels.begin * kGates * kPanelWidth<T>;
+    const int64_t count = (share.panels.end - share.panels.begin) * kGates * kPanelWidth<T>;
     int64_t rows = 0;
     for (int64_t t = t_lo; t < t_hi; ++t) {
       for (int64_t s = 0; s < active_[t]; ++s, ++rows) {
-        ws_.a_rows[rows] = input_row(layer, t, s);
-        ws_.z_rows[rows] = z_row(t, t_lo, s);
-        std::memcpy(ws_.z_rows[rows], w.bias.data(), gate_row_ * sizeof(T));
+        mine.a_rows[rows] = input_row(layer, t, s);
+        mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
+        std::memcpy(mine.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
       }
     }
     GemmArgs<T> gemm;
     gemm.rows = rows;
-    gemm.a = ws_.a_rows.data();
+    gemm.a = mine.a_rows.data();
     gemm.k = w.input_size;
     gemm.w = w.w_ih.data();
     gemm.gates = kGates;
-    gemm.panel_begin = 0;
-    gemm.panel_end = model_.hidden_padded_ / kPanelWidth<T>;
-    gemm.c = ws_.z_rows.data();
-    gemm.a_pack = ws_.a_pack.data();
+    gemm.panel_begin = share.panels.begin;
+    gemm.panel_end = share.panels.end;
+    gemm.c = mine.z_rows.data();
+    gemm.a_pack = mine.a_pack.data();
     kernels_.gemm_accumulate(gemm);
   }
 
-  T* z_row(int64_t t, int64_t t_lo, int64_t s) { return ws_.z.data() + ((t - t_lo) * batch_ + s) * gate_row_; }
-
-  void step(int64_t layer, int64_t d, const DirectionWeights& w, int64_t t, int64_t t_lo) {
+  void step(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch, MemberScratch<T>& mine,
+            const Share& share, const Team& team, int64_t t, int64_t t_lo) {
     const bool reverse = d == 1;
     const int64_t rows = active_[t];
     const bool project = dims_.proj_size > 0;
@@ -207,82 +327,95 @@ class PackedLstm<T>::Pass {
       // A row's first step reads h0: t = 0 going forward, its own last step going backward.
       const bool first = reverse ? t == length_[s] - 1 : t == 0;
       if (first) {
-        ws_.h_rows[s] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
+        mine.h_rows[s] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
       } else {
-        ws_.h_rows[s] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
+        mine.h_rows[s] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
       }
-      ws_.z_rows[s] = z_row(t, t_lo, s);
-      ws_.out_rows[s] = project ? ws_.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
+      mine.z_rows[s] = z_row(scratch, t, t_lo, s);
+      mine.out_rows[s] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
     }
 
     StepArgs<T> args;
     args.rows = rows;
-    args.h_prev = ws_.h_rows.data();
-    args.z = ws_.z_rows.data();
+    args.h_prev = mine.h_rows.data();
+    args.z = mine.z_rows.data();
     args.w_hh = w.w_hh.data();
     args.k = h_out_;
     args.hidden_size = dims_.hidden_size;
-    args.panel_begin = 0;
-    args.panel_end = model_.hidden_padded_ / kPanelWidth<T>;
-    args.c = ws_.c.data();
+    args.panel_begin = share.panels.begin;
+    args.panel_end = share.panels.end;
+    args.c = scratch.c.data();
     args.c_stride = model_.hidden_padded_;
-    args.h_out = ws_.out_rows.data();
+    args.h_out = mine.out_rows.data();
     if (rows <= kFusedStepMaxRows) {
       kernels_.lstm_step_fused(args);
     } else {
       GemmArgs<T> gemm;
       gemm.rows = rows;
-      gemm.a = ws_.h_rows.data();
+      gemm.a = mine.h_rows.data();
       gemm.k = h_out_;
       gemm.w = w.w_hh.data();
       gemm.gates = kGates;
       gemm.panel_begin = args.panel_begin;
       gemm.panel_end = args.panel_end;
-      gemm.c = ws_.z_rows.data();
-      gemm.a_pack = ws_.a_pack.data();
+      gemm.c = mine.z_rows.data();
+      gemm.a_pack = mine.a_pack.data();
       kernels_.gemm_accumulate(gemm);
       kernels_.lstm_cell_update(args);
     }
-    if (project) project_hidden(layer, d, w, t, rows);
-    for (int64_t s = rows; s < batch_; ++s) std::fill_n(output_row(layer, d, t, s), h_out_, T(0));
+    if (project) {
+      team.barrier->arrive_and_wait();  // the projection reads every unit of h_raw
+      project_hidden(layer, d, w, scratch, mine, share, t, rows);
+    }
+    for (int64_t s = rows; s < batch_; ++s) {
+      T* row = output_row(layer, d, t, s);
+      std::fill(row + share.out_units.begin, row + share.out_units.end, T(0));
+    }
+    team.barrier->arrive_and_wait();  // the next step reads every unit of this step's h
   }
 
-  // h = (o * tanh(c)) W_hr^T, written to the output rows.
-  void project_hidden(int64_t layer, int64_t d, const DirectionWeights& w, int64_t t, int64_t rows) {
+  // h = (o * tanh(c)) W_hr^T on this member's projection panels, written to the output rows.
+  void project_hidden(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
+                      MemberScratch<T>& mine, const Share& share, int64_t t, int64_t rows) {
+    constexpr int64_t P = kPanelWidth<T>;
     for (int64_t s = 0; s < rows; ++s) {
-      ws_.h_rows[s] = ws_.h_raw.data() + s * model_.hidden_padded_;
-      ws_.out_rows[s] = ws_.proj_acc.data() + s * model_.proj_padded_;
-      std::fill_n(ws_.out_rows[s], model_.proj_padded_, T(0));
+      mine.h_rows[s] = scratch.h_raw.data() + s * model_.hidden_padded_;
+      mine.out_rows[s] = scratch.proj_acc.data() + s * model_.proj_padded_;
+      std::fill(mine.out_rows[s] + share.proj_panels.begin * P, mine.out_rows[s] + share.proj_panels.end * P, T(0));
     }
     GemmArgs<T> gemm;
     gemm.rows = rows;
-    gemm.a = ws_.h_rows.data();
+    gemm.a = mine.h_rows.data();
     gemm.k = dims_.hidden_size;
     gemm.w = w.w_hr.data();
     gemm.gates = 1;
-    gemm.panel_begin = 0;
-    gemm.panel_end = model_.proj_padded_ / kPanelWidth<T>;
-    gemm.c = ws_.out_rows.data();
-    gemm.a_pack = ws_.a_pack.data();
+    gemm.panel_begin = share.proj_panels.begin;
+    gemm.panel_end = share.proj_panels.end;
+    gemm.c = mine.out_rows.data();
+    gemm.a_pack = mine.a_pack.data();
     kernels_.gemm_accumulate(gemm);
-    for (int64_t s = 0; s < rows; ++s) std::memcpy(output_row(layer, d, t, s), ws_.out_rows[s], h_out_ * sizeof(T));
+    for (int64_t s = 0; s < rows; ++s)
+      std::copy(mine.out_rows[s] + share.out_units.begin, mine.out_rows[s] + share.out_units.end,
+                output_row(layer, d, t, s) + share.out_units.begin);
   }
 
   const PackedLstm& model_;
   const ForwardRequest<T>& req_;
   const KernelTable<T>& kernels_;
   const LstmDims& dims_;
-  int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
   Workspace<T>& ws_;
   std::vector<int64_t>& order_;   // slot -> caller's batch index
   std::vector<int64_t>& length_;  // per slot
   std::vector<int64_t>& active_;  // per step: rows still running
+  int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
+  int team_size_ = 1;
 };
 
 template <typename T>
-void PackedLstm<T>::forward(const ForwardRequest<T>& request) const {
+void PackedLstm<T>::forward(const ForwardRequest<T>& request, int threads) const {
   if (request.batch == 0 || request.seq_len == 0) return;
-  Pass pass(*this, request);
+  if (threads <= 0) threads = ThreadPool::instance().num_threads();
+  Pass pass(*this, request, threads);
   pass.run();
 }
 

@@ -34,7 +34,9 @@ class PackedLstm {
   PackedLstm(const LstmDims& dims, const std::vector<const T*>& weights);
 
   const LstmDims& dims() const { return dims_; }
-  void forward(const ForwardRequest<T>& request) const;
+  // Thread-safe: all per-call state lives in the call. `threads` caps the cores this call may use
+  // (the pool's setting when 0); small work runs on the calling thread regardless.
+  void forward(const ForwardRequest<T>& request, int threads = 0) const;
 
  private:
   struct DirectionWeights {
