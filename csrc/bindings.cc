@@ -29,6 +29,14 @@ std::vector<int64_t> shape_of(const py::array& a) {
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
+// Arguments arrive as Python objects so a wrong type gets a TypeError naming it, not a cast error.
+py::array as_array(const py::object& value, const char* name) {
+  if (!py::isinstance<py::array>(value))
+    throw py::type_error(std::string(name) + " must be a numpy array, got " +
+                         std::string(py::str(py::type::of(value).attr("__name__"))));
+  return py::reinterpret_borrow<py::array>(value);
+}
+
 template <typename T>
 void require_dtype(const py::array& a, const char* name) {
   if (a.dtype().num() != py::dtype::of<T>().num())
@@ -96,22 +104,13 @@ class PyPackedLstm {
     req.x_stride_b = x.strides(batch_first ? 0 : 1) / itemsize;
 
     const int64_t layers = dims.num_layers * dims.num_directions();
-    std::vector<int64_t> h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
-    py::array h0_array, c0_array, lengths_array;
-    if (!h0.is_none()) {
-      h0_array = h0.cast<py::array>();
-      require_array<T>(h0_array, "h0", h_shape);
-      req.h0 = static_cast<const T*>(h0_array.data());
-    }
-    if (!c0.is_none()) {
-      c0_array = c0.cast<py::array>();
-      require_array<T>(c0_array, "c0", c_shape);
-      req.c0 = static_cast<const T*>(c0_array.data());
-    }
+    const std::vector<int64_t> h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
+    Arrays arrays;
+    bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     if (!lengths.is_none()) {
-      lengths_array = lengths.cast<py::array>();
-      require_array<int64_t>(lengths_array, "lengths", {batch});
-      req.lengths = static_cast<const int64_t*>(lengths_array.data());
+      arrays.lengths = as_array(lengths, "lengths");
+      require_array<int64_t>(arrays.lengths, "lengths", {batch});
+      req.lengths = static_cast<const int64_t*>(arrays.lengths.data());
       for (int64_t b = 0; b < batch; ++b)
         if (req.lengths[b] < 1 || req.lengths[b] > steps)
           throw std::invalid_argument("lengths must lie in [1, " + std::to_string(steps) + "], got " +
@@ -121,26 +120,98 @@ class PyPackedLstm {
     const int64_t width = dims.num_directions() * dims.output_size();
     const std::vector<int64_t> out_shape =
         batch_first ? std::vector<int64_t>{batch, steps, width} : std::vector<int64_t>{steps, batch, width};
-    py::array out_array = output_array(out, "out", out_shape);
-    py::array h_n_array = output_array(h_n, "h_n", h_shape);
-    py::array c_n_array = output_array(c_n, "c_n", c_shape);
-    req.out = static_cast<T*>(out_array.mutable_data());
+    bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
-    req.h_n = static_cast<T*>(h_n_array.mutable_data());
-    req.c_n = static_cast<T*>(c_n_array.mutable_data());
+    return run(req, arrays, num_threads);
+  }
+
+  // One time step of (batch, input_size) or unbatched (input_size,) input, with states shaped as
+  // nn.LSTM's hx (2-D when unbatched) and optional caller-owned outputs: the streaming fast path.
+  py::tuple step(const py::array& x, const py::object& h0, const py::object& c0, const py::object& out,
+                 const py::object& h_n, const py::object& c_n, int num_threads) const {
+    const LstmDims& dims = lstm_.dims();
+    require_dtype<T>(x, "input");
+    if (x.ndim() != 1 && x.ndim() != 2)
+      throw std::invalid_argument("step input must be (batch, input_size) or (input_size,), got " +
+                                  shape_string(shape_of(x)));
+    const bool unbatched = x.ndim() == 1;
+    const int64_t itemsize = sizeof(T);
+    if (x.strides(x.ndim() - 1) != itemsize || x.strides(0) % itemsize != 0)
+      throw std::invalid_argument("input's last dimension must be contiguous");
+    if (x.shape(x.ndim() - 1) != dims.input_size)
+      throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
+                                  std::to_string(x.shape(x.ndim() - 1)));
+    const int64_t batch = unbatched ? 1 : x.shape(0);
+    ForwardRequest<T> req;
+    req.x = static_cast<const T*>(x.data());
+    req.seq_len = 1;
+    req.batch = batch;
+    req.x_stride_b = unbatched ? 0 : x.strides(0) / itemsize;
+
+    const int64_t layers = dims.num_layers * dims.num_directions();
+    const int64_t width = dims.num_directions() * dims.output_size();
+    auto shape = [&](int64_t size) {
+      return unbatched ? std::vector<int64_t>{layers, size} : std::vector<int64_t>{layers, batch, size};
+    };
+    const std::vector<int64_t> h_shape = shape(dims.output_size()), c_shape = shape(dims.hidden_size);
+    const std::vector<int64_t> out_shape = unbatched ? std::vector<int64_t>{width} : std::vector<int64_t>{batch, width};
+    Arrays arrays;
+    bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
+    bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
+    req.out_stride_b = width;
+    // Rows may run backwards (negative stride); compare the byte spans the two arrays cover.
+    const int64_t row_span = (batch - 1) * req.x_stride_b;
+    const T* x_lo = req.x + std::min<int64_t>(0, row_span);
+    const T* x_hi = req.x + std::max<int64_t>(0, row_span) + dims.input_size;
+    if (batch > 0 && req.out < x_hi && x_lo < req.out + batch * width)
+      throw std::invalid_argument("out must not overlap the input");
+    return run(req, arrays, num_threads);
+  }
+
+ private:
+  // Arrays a call keeps alive while the kernels use their memory.
+  struct Arrays {
+    py::array h0, c0, lengths, out, h_n, c_n;
+  };
+
+  static void bind_initial_state(ForwardRequest<T>& req, Arrays& arrays, const py::object& h0, const py::object& c0,
+                                 const std::vector<int64_t>& h_shape, const std::vector<int64_t>& c_shape) {
+    if (!h0.is_none()) {
+      arrays.h0 = as_array(h0, "h0");
+      require_array<T>(arrays.h0, "h0", h_shape);
+      req.h0 = static_cast<const T*>(arrays.h0.data());
+    }
+    if (!c0.is_none()) {
+      arrays.c0 = as_array(c0, "c0");
+      require_array<T>(arrays.c0, "c0", c_shape);
+      req.c0 = static_cast<const T*>(arrays.c0.data());
+    }
+  }
+
+  static void bind_outputs(ForwardRequest<T>& req, Arrays& arrays, const py::object& out, const py::object& h_n,
+                           const py::object& c_n, const std::vector<int64_t>& out_shape,
+                           const std::vector<int64_t>& h_shape, const std::vector<int64_t>& c_shape) {
+    arrays.out = output_array(out, "out", out_shape);
+    arrays.h_n = output_array(h_n, "h_n", h_shape);
+    arrays.c_n = output_array(c_n, "c_n", c_shape);
+    req.out = static_cast<T*>(arrays.out.mutable_data());
+    req.h_n = static_cast<T*>(arrays.h_n.mutable_data());
+    req.c_n = static_cast<T*>(arrays.c_n.mutable_data());
+  }
+
+  py::tuple run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads) const {
     {
       py::gil_scoped_release release;
       lstm_.forward(req, num_threads);
     }
-    return py::make_tuple(out_array, h_n_array, c_n_array);
+    return py::make_tuple(arrays.out, arrays.h_n, arrays.c_n);
   }
 
- private:
   // The caller's buffer when given (checked, so the kernels can write it blindly), else a new array.
   static py::array output_array(const py::object& given, const char* name, const std::vector<int64_t>& shape) {
     if (given.is_none()) return py::array_t<T>(shape);
-    py::array array = given.cast<py::array>();
+    py::array array = as_array(given, name);
     require_array<T>(array, name, shape);
     if (!array.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
     return array;
@@ -191,7 +262,10 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
            py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
            "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
-           "written into out/h_n/c_n when given.");
+           "written into out/h_n/c_n when given.")
+      .def("step", &PyPackedLstm<T>::step, py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("out") = py::none(),
+           py::arg("h_n") = py::none(), py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
+           "One time step of (batch, input_size) or (input_size,) input. Returns (output, h_n, c_n).");
 }
 
 }  // namespace

@@ -10,9 +10,9 @@ import os as _os
 from . import _core
 from ._config import LSTMConfig
 from ._model import LSTM, load
-from ._system import cpu_info, set_isa
+from ._system import cpu_info, get_num_threads, set_isa, set_num_threads
 
-__all__ = ["LSTM", "LSTMConfig", "load", "cpu_info", "set_isa"]
+__all__ = ["LSTM", "LSTMConfig", "load", "cpu_info", "set_isa", "get_num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 if _os.environ.get("FASTLSTM_ISA"):

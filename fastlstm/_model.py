@@ -70,6 +70,7 @@ class LSTM:
         self._dropout = dropout
         self._weights = weights
         self._dtype = next(iter(weights.values())).dtype
+        self._state_sizes = (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size)
         self._packed = _PACKED_CLASSES[self._dtype](
             config.input_size,
             config.hidden_size,
@@ -155,7 +156,7 @@ class LSTM:
 
     # ----------------------------------------------------------------------------- forward
     def __call__(
-        self, input: Any, hx: Optional[State] = None, *, lengths: Optional[Any] = None
+        self, input: Any, hx: Optional[State] = None, *, lengths: Optional[Any] = None, num_threads: int = 0
     ) -> Tuple[Any, State]:
         """Run the LSTM: `output, (h_n, c_n) = model(input, (h0, c0))`, as nn.LSTM.
 
@@ -166,15 +167,18 @@ class LSTM:
         lengths: optional valid length of each sequence (PackedSequence semantics): outputs past a
             sequence's end are zero and h_n/c_n hold its state at its own last step.
 
+        num_threads: cores this call may use; 0 means `fastlstm.get_num_threads()`. Small work
+            runs on the calling thread whatever this says.
+
         Returns numpy arrays for numpy input, tensors for tensors, a PackedSequence for one.
         """
         if isinstance(input, np.ndarray):
-            return self._forward_numpy(input, hx, lengths)
+            return self._forward_numpy(input, hx, lengths, num_threads)
         if _interop.is_packed_sequence(input):
-            return self._forward_packed(input, hx, lengths)
+            return self._forward_packed(input, hx, lengths, num_threads)
         if _interop.is_tensor(input):
             torch = _interop.loaded_torch()
-            output, (h_n, c_n) = self._forward_numpy(_interop.tensor_to_numpy(input, "input"), hx, lengths)
+            output, (h_n, c_n) = self._forward_numpy(_interop.tensor_to_numpy(input, "input"), hx, lengths, num_threads)
             return torch.from_numpy(output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
         raise TypeError(f"input must be a numpy array, a torch tensor or a PackedSequence, got {type(input).__name__}")
 
@@ -197,6 +201,7 @@ class LSTM:
         state: Optional[Tuple[np.ndarray, np.ndarray]] = None,
         *,
         out: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+        num_threads: int = 0,
     ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """One time step for streaming, on numpy arrays: `input` is (B, input_size) or unbatched
         (input_size,); `state` is (h, c) as nn.LSTM's hx (2-D for unbatched), None for zeros.
@@ -205,94 +210,66 @@ class LSTM:
         `out=(output, h_n, c_n)` writes into caller-owned C-contiguous arrays and allocates nothing;
         h_n/c_n may be the very arrays of `state`, updating the stream's state in place.
         Same as `model(input[None], state)` with the time axis dropped."""
-        if not isinstance(input, np.ndarray):
-            raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
-        self._check_input_dtype(input)
-        if input.ndim not in (1, 2):
-            raise ValueError(f"step expects (batch, input_size) or (input_size,) input, got shape {input.shape}")
-        unbatched = input.ndim == 1
-        batch = 1 if unbatched else input.shape[0]
-        if input.shape[-1] != self._config.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {self._config.input_size}, got {input.shape[-1]}")
-        x = input.reshape(1, 1, -1) if unbatched else input[None]
-        if x.strides[-1] != x.itemsize:
-            x = np.ascontiguousarray(x)
-        h0 = c0 = None
-        if state is not None:
-            h0, c0 = self._check_state(state, batch, unbatched)
-        buffers = (None, None, None) if out is None else self._check_step_out(out, batch, unbatched, input)
-        output, h_n, c_n = self._packed.forward(x, False, h0, c0, None, *buffers)
-        if out is not None:
-            return out[0], (out[1], out[2])
-        if unbatched:
-            return output[0, 0], (h_n[:, 0], c_n[:, 0])
-        return output[0], (h_n, c_n)
-
-    def _check_step_out(
-        self, out: Any, batch: int, unbatched: bool, input: np.ndarray
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not isinstance(out, (tuple, list)) or len(out) != 2 + 1:
+        if type(input) is not np.ndarray:
+            if not isinstance(input, np.ndarray):
+                raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
+        if input.dtype is not self._dtype:
+            self._check_input_dtype(input)
+        h0, c0 = (None, None) if state is None else state
+        if out is None:
+            output, h_n, c_n = self._packed.step(input, h0, c0, num_threads=num_threads)
+            return output, (h_n, c_n)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
             raise TypeError("out must be a tuple (output, h_n, c_n) of numpy arrays")
-        config = self._config
-        width = config.num_directions * config.output_hidden_size
-        size = None if unbatched else batch
-        expected = (
-            (width,) if unbatched else (batch, width),
-            config.state_shape(size, cell=False),
-            config.state_shape(size, cell=True),
-        )
-        views = []
-        for name, array, shape, kernel_shape in zip(
-            ("output", "h_n", "c_n"), out, expected, ((1, batch, width), config.state_shape(batch, False), config.state_shape(batch, True))
-        ):
-            if not isinstance(array, np.ndarray):
-                raise TypeError(f"out {name} must be a numpy array, got {type(array).__name__}")
-            self._check_input_dtype(array, f"out {name}")
-            if array.shape != shape or not array.flags.c_contiguous or not array.flags.writeable:
-                raise ValueError(
-                    f"out {name} must be a writeable C-contiguous array of shape {shape}, got shape {array.shape}"
-                )
-            views.append(array.reshape(kernel_shape))
-        if np.shares_memory(out[0], input):
-            raise ValueError("out output must not overlap the input")
-        return views[0], views[1], views[2]
+        # The extension checks every shape, dtype, contiguity and overlap and raises ValueError/TypeError.
+        self._packed.step(input, h0, c0, out[0], out[1], out[2], num_threads)
+        return out[0], (out[1], out[2])
 
-    def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any]) -> Tuple[Any, State]:
+    def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any], num_threads: int) -> Tuple[Any, State]:
         if lengths is not None:
             raise ValueError("lengths must not be given with a PackedSequence, which carries its own")
         padded, seq_lengths = _interop.unpack_sequence(packed)
         x = _interop.tensor_to_numpy(padded, "input")
-        output, (h_n, c_n) = self._run(x, False, False, hx, seq_lengths)
+        if x.dtype is not self._dtype:
+            self._check_input_dtype(x)
+        h0 = c0 = None
+        if hx is not None:
+            h0, c0 = self._check_state(hx, x.shape[1], False)
+        output, h_n, c_n = self._packed.forward(x, False, h0, c0, seq_lengths, None, None, None, num_threads)
         torch = _interop.loaded_torch()
         return _interop.repack_sequence(packed, output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
 
-    def _forward_numpy(self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any]) -> Tuple[np.ndarray, State]:
-        self._check_input_dtype(x)
-        if x.ndim == 3:
-            return self._run(x, self._config.batch_first, False, hx, lengths)
-        if x.ndim == 2:
-            output, (h_n, c_n) = self._run(x[:, None, :], False, True, hx, lengths)
-            return output[:, 0], (h_n[:, 0], c_n[:, 0])
-        raise ValueError(
-            f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
-        )
-
-    def _run(
-        self, x: np.ndarray, batch_first: bool, unbatched: bool, hx: Optional[State], lengths: Optional[Any]
+    def _forward_numpy(
+        self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any], num_threads: int = 0
     ) -> Tuple[np.ndarray, State]:
+        # The hot path of a service: cheap identity checks first, detailed messages only on failure.
+        if x.dtype is not self._dtype:
+            self._check_input_dtype(x)
         config = self._config
-        if x.shape[-1] != config.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {config.input_size}, got {x.shape[-1]}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :]
+            batch_first = False
+        elif x.ndim == 3:
+            batch_first = config.batch_first
+        else:
+            raise ValueError(
+                f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
+            )
+        if x.shape[2] != config.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {config.input_size}, got {x.shape[2]}")
         steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
         if steps == 0:
             raise ValueError(f"expected a sequence length of at least 1, got input of shape {x.shape}")
-        if x.strides[-1] != x.itemsize:  # the kernel reads each row as one contiguous run
+        if x.strides[2] != x.itemsize:  # the kernel reads each row as one contiguous run
             x = np.ascontiguousarray(x)
         h0 = c0 = None
         if hx is not None:
             h0, c0 = self._check_state(hx, batch, unbatched)
         seq_lengths = None if lengths is None else _check_lengths(lengths, batch, steps, unbatched)
-        output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, seq_lengths)
+        output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, seq_lengths, None, None, None, num_threads)
+        if unbatched:
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
         return output, (h_n, c_n)
 
     def _check_input_dtype(self, x: np.ndarray, name: str = "input") -> None:
@@ -306,25 +283,34 @@ class LSTM:
         raise TypeError(f"{name} must be a floating array of dtype {self._dtype}, got dtype {x.dtype}")
 
     def _check_state(self, hx: Any, batch: int, unbatched: bool) -> Tuple[np.ndarray, np.ndarray]:
+        """(h0, c0) as C-contiguous arrays of the kernel's 3-D shapes, or a clear error."""
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
-        states = []
-        for name, value, cell in (("h0", hx[0], False), ("c0", hx[1], True)):
+        n, h_out, hidden = self._state_sizes
+        if unbatched:
+            return self._state_array(hx[0], "h0", (n, h_out), True), self._state_array(hx[1], "c0", (n, hidden), True)
+        return (
+            self._state_array(hx[0], "h0", (n, batch, h_out), False),
+            self._state_array(hx[1], "c0", (n, batch, hidden), False),
+        )
+
+    def _state_array(self, value: Any, name: str, expected: Tuple[int, ...], unbatched: bool) -> np.ndarray:
+        if type(value) is not np.ndarray:
             if _interop.is_tensor(value):
                 value = _interop.tensor_to_numpy(value, name)
-            if not isinstance(value, np.ndarray):
+            elif not isinstance(value, np.ndarray):
                 raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
+        if value.dtype is not self._dtype:
             self._check_input_dtype(value, name)
-            expected = self._config.state_shape(None if unbatched else batch, cell)
-            shape = value.shape
+        if value.shape != expected:
             if unbatched and value.ndim != 2:
-                raise ValueError(f"for unbatched 2-D input, {name} must also be 2-D {expected}, got {value.ndim}-D {shape}")
-            if shape != expected:
-                raise ValueError(f"Expected {name} of shape {expected}, got {shape}")
-            if unbatched:
-                value = value[:, None, :]
-            states.append(np.ascontiguousarray(value))
-        return states[0], states[1]
+                raise ValueError(f"for unbatched 2-D input, {name} must also be 2-D {expected}, got {value.ndim}-D {value.shape}")
+            raise ValueError(f"Expected {name} of shape {expected}, got {value.shape}")
+        if unbatched:
+            value = value[:, None, :]
+        if not value.flags.c_contiguous:
+            value = np.ascontiguousarray(value)
+        return value
 
 
 def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.ndarray:

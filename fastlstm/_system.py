@@ -32,3 +32,19 @@ def set_isa(name: str) -> None:
     if name not in supported:
         raise ValueError(f"ISA must be one of {supported} on this CPU, got {name!r}")
     _core.set_active_isa(name)
+
+
+def get_num_threads() -> int:
+    """Threads one forward call may use by default, the caller's included (default: the CPUs this
+    process may run on)."""
+    return int(_core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Let each forward call use up to `n` threads (the caller's included). The workers persist
+    between calls. Work too small to gain from a split runs on the calling thread anyway, and a call
+    that finds the workers busy with another call runs alone, so concurrent callers never
+    oversubscribe the cores. Per call: `model(x, num_threads=...)`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, got {n!r}")
+    _core.set_num_threads(n)
