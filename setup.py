@@ -58,6 +58,8 @@ setup(
             cxx_std=17,
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
+            # setuptools does not scan includes: list the headers so editing one rebuilds.
+            depends=sorted(str(p) for p in Path("csrc").rglob("*.h")),
         )
     ],
     cmdclass={"build_ext": BuildWithIsaFlags},

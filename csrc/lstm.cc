@@ -1,6 +1,7 @@
 #include "lstm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -19,10 +20,13 @@ constexpr int64_t kFusedStepMaxRows = 4;
 // The input projection runs over chunks of time steps whose accumulators fit comfortably in L2.
 constexpr int64_t kChunkBytes = 256 * 1024;
 
-// A call's work is split across threads only when a step is big enough to pay for a barrier
+// A call's work is split across threads only when a step is big enough to pay for a sync
 // (~0.1-0.3 us between cores) or, for the two directions, when a whole direction is.
-constexpr int64_t kMinSplitStepMacs = int64_t(1) << 16;
+constexpr int64_t kMinSplitStepMacs = int64_t(1) << 17;
 constexpr int64_t kMinDirectionMacs = int64_t(1) << 18;
+// With this many rows per thread, threads take whole sequences (no barriers at all) rather than
+// sharing each step's hidden units: the GEMM over a thread's rows still reuses the weights well.
+constexpr int64_t kMinRowsPerThread = 8;
 
 // Scratch one thread of a forward call uses privately.
 template <typename T>
@@ -71,10 +75,13 @@ inline Range split(int64_t count, int rank, int size) {
   return {count * rank / size, count * (rank + 1) / size};
 }
 
-// The members of a team running one direction, and the barrier they meet at between steps.
+// The members of a team running one direction. They share each phase's work through `sync`
+// (hidden units by default), or, with split_rows, each runs its own interleaved batch rows alone.
 struct Team {
   int rank, size;
-  SpinBarrier* barrier;
+  PhaseSync* sync;
+  uint64_t* phase;  // this member's phase counter for `sync`
+  bool split_rows;
 };
 
 }  // namespace
@@ -104,7 +111,8 @@ PackedLstm<T>::PackedLstm(const LstmDims& dims, const std::vector<const T*>& wei
 
 // Everything one forward call needs beyond the packed weights. Scratch is sized before the time
 // loop; the loop itself only moves pointers. With a team of threads, every member runs the same
-// loop on its own share of hidden units (or its own direction) and they meet at spin barriers.
+// loop, sharing each phase (a step's gates, say) by hidden units through a PhaseSync, or taking
+// whole directions or whole batch rows.
 template <typename T>
 class PackedLstm<T>::Pass {
  public:
@@ -153,27 +161,34 @@ class PackedLstm<T>::Pass {
   }
 
   void run() {
-    if (team_size_ > 1) {
-      const int forward_members = dims_.bidirectional ? team_size_ / 2 : team_size_;
-      SpinBarrier team_barrier(team_size_), forward_barrier(forward_members),
-          reverse_barrier(team_size_ - forward_members);
-      std::function<void(int)> job = [&](int member) {
-        run_member(member, team_barrier, forward_barrier, reverse_barrier);
-      };
-      if (ThreadPool::instance().try_run(team_size_, job)) return;
-      team_size_ = 1;  // the pool is serving another call: run alone rather than oversubscribe
-    }
-    SpinBarrier alone(1);
-    run_member(0, alone, alone, alone);
+    std::function<void(int)> setup = [&](int team) {
+      team_size_ = team;
+      sync_.reset(dims_.bidirectional ? 2 : team);  // bidirectional teams share out directions
+    };
+    std::function<void(int, int)> job = [&](int member, int) { run_member(member); };
+    ThreadPool::instance().run(team_size_, join_window(), setup, job);
   }
 
  private:
-  int choose_team_size(int threads) const {
+  // Waiting for a worker to join costs at most ~5% of the call's single-thread time, estimated
+  // from its multiply-adds at a conservative ~10 per nanosecond.
+  std::chrono::nanoseconds join_window() const {
+    int64_t macs = 0;
+    for (int64_t layer = 0; layer < dims_.num_layers; ++layer)
+      macs += dims_.num_directions() * steps_ * batch_ * 4 * dims_.hidden_size * (dims_.layer_input_size(layer) + h_out_);
+    return std::chrono::nanoseconds(std::clamp<int64_t>(macs / 10 / 20, 10'000, 1'000'000));
+  }
+
+  int choose_team_size(int threads) {
     const int64_t H = dims_.hidden_size;
     if (threads <= 1 || batch_ == 0) return 1;
     if (dims_.bidirectional) {
       const int64_t direction_macs = steps_ * batch_ * 4 * H * (dims_.input_size + h_out_);
       return direction_macs >= kMinDirectionMacs ? 2 : 1;  // one thread per direction
+    }
+    if (batch_ >= 2 * kMinRowsPerThread) {
+      split_rows_ = true;
+      return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));
     }
     const int64_t panels = model_.hidden_padded_ / kPanelWidth<T>;
     const int64_t step_macs = batch_ * 4 * H * h_out_;
@@ -181,21 +196,19 @@ class PackedLstm<T>::Pass {
     return static_cast<int>(std::min<int64_t>({threads, panels, 8}));
   }
 
-  void run_member(int member, SpinBarrier& team_barrier, SpinBarrier& forward_barrier, SpinBarrier& reverse_barrier) {
-    const int forward_members = dims_.bidirectional ? std::max(1, team_size_ / 2) : team_size_;
+  void run_member(int member) {
+    uint64_t phase = 0;
     for (int64_t layer = 0; layer < dims_.num_layers; ++layer) {
       if (dims_.bidirectional && team_size_ > 1) {
-        // The directions are independent within a layer: each sub-team takes one.
-        if (member < forward_members) {
-          run_direction(layer, 0, {member, forward_members, &forward_barrier}, member);
-        } else {
-          run_direction(layer, 1, {member - forward_members, team_size_ - forward_members, &reverse_barrier}, member);
-        }
+        // The directions are independent within a layer: each is one chunk of a phase, run by a
+        // single thread; the phase ends when both are done, before the next layer reads them.
+        sync_.run_phase(member, phase, [&](int d) { run_direction(layer, d, {0, 1, nullptr, nullptr, false}, member); });
       } else {
+        // Hidden-unit teams end every direction with a completed phase, and a member's rows
+        // depend only on its own rows below: no further synchronisation between layers.
         for (int64_t d = 0; d < dims_.num_directions(); ++d)
-          run_direction(layer, d, {member, team_size_, &team_barrier}, member);
+          run_direction(layer, d, {member, team_size_, &sync_, &phase, split_rows_}, member);
       }
-      team_barrier.arrive_and_wait();  // the next layer reads all of this layer's output
     }
   }
 
@@ -230,39 +243,55 @@ class PackedLstm<T>::Pass {
     return (layer * dims_.num_directions() + d) * batch_ + order_[s];
   }
 
-  // What one member of a direction's team owns: hidden panels, their units, and projection panels.
+  // What one member of a direction's team owns: hidden panels, their units, projection panels,
+  // and the batch slots first, first + stride, ...
   struct Share {
     Range panels, units, proj_panels, out_units;
+    int64_t first_row = 0, row_stride = 1;
   };
 
-  Share share_of(const Team& team) const {
+  Share share_of(const Team& team, int chunk) const {
     constexpr int64_t P = kPanelWidth<T>;
     const int64_t H = dims_.hidden_size;
+    const int rank = team.split_rows ? 0 : chunk, size = team.split_rows ? 1 : team.size;
     Share share;
-    share.panels = split(model_.hidden_padded_ / P, team.rank, team.size);
+    if (team.split_rows) {
+      share.first_row = chunk;
+      share.row_stride = team.size;
+    }
+    share.panels = split(model_.hidden_padded_ / P, rank, size);
     share.units = {std::min(share.panels.begin * P, H), std::min(share.panels.end * P, H)};
-    share.proj_panels = split(model_.proj_padded_ / P, team.rank, team.size);
+    share.proj_panels = split(model_.proj_padded_ / P, rank, size);
     share.out_units = dims_.proj_size > 0 ? Range{std::min(share.proj_panels.begin * P, dims_.proj_size),
                                                   std::min(share.proj_panels.end * P, dims_.proj_size)}
                                           : share.units;
     return share;
   }
 
+  // Runs work(share) for every share of the team's work in this phase: the member's own when it
+  // works alone, else whichever chunks it claims.
+  template <typename Work>
+  void phase(const Team& team, Work&& work) {
+    if (team.size == 1 || team.split_rows) return work(share_of(team, team.rank));
+    team.sync->run_phase(team.rank, *team.phase, [&](int chunk) { work(share_of(team, chunk)); });
+  }
+
   void run_direction(int64_t layer, int64_t d, const Team& team, int member) {
     const DirectionWeights& w = model_.directions_[layer * dims_.num_directions() + d];
     DirectionScratch<T>& scratch = ws_.directions[d];
     MemberScratch<T>& mine = ws_.members[member];
-    const Share share = share_of(team);
     const bool reverse = d == 1;
     const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
 
-    for (int64_t s = 0; s < batch_; ++s) {
-      T* c = scratch.c.data() + s * Hp;
-      std::fill(c + share.panels.begin * kPanelWidth<T>, c + share.panels.end * kPanelWidth<T>, T(0));
-      if (req_.c0 != nullptr)
-        std::copy(req_.c0 + state_index(layer, d, s) * H + share.units.begin,
-                  req_.c0 + state_index(layer, d, s) * H + share.units.end, c + share.units.begin);
-    }
+    phase(team, [&](const Share& share) {
+      for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
+        T* c = scratch.c.data() + s * Hp;
+        std::fill(c + share.panels.begin * kPanelWidth<T>, c + share.panels.end * kPanelWidth<T>, T(0));
+        if (req_.c0 != nullptr)
+          std::copy(req_.c0 + state_index(layer, d, s) * H + share.units.begin,
+                    req_.c0 + state_index(layer, d, s) * H + share.units.end, c + share.units.begin);
+      }
+    });
 
     const int64_t chunks = (steps_ + chunk_steps_ - 1) / chunk_steps_;
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -271,21 +300,25 @@ class PackedLstm<T>::Pass {
         t_lo = std::max<int64_t>(0, steps_ - (chunk + 1) * chunk_steps_);
         t_hi = steps_ - chunk * chunk_steps_;
       }
-      // A member's z panels are read only by that member's steps: no barrier needed here.
-      project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
-      for (int64_t i = 0; i < t_hi - t_lo; ++i)
-        step(layer, d, w, scratch, mine, share, team, reverse ? t_hi - 1 - i : t_lo + i, t_lo);
+      phase(team, [&](const Share& share) { project_inputs(layer, w, scratch, mine, share, t_lo, t_hi); });
+      for (int64_t i = 0; i < t_hi - t_lo; ++i) {
+        const int64_t t = reverse ? t_hi - 1 - i : t_lo + i;
+        phase(team, [&](const Share& share) { step_gates(layer, d, w, scratch, mine, share, t, t_lo); });
+        if (dims_.proj_size > 0)
+          phase(team, [&](const Share& share) { step_projection(layer, d, w, scratch, mine, share, t); });
+      }
     }
 
-    // Each member copies the units it computed, so no barrier is needed before this.
-    for (int64_t s = 0; s < batch_; ++s) {
-      const int64_t t_last = reverse ? 0 : length_[s] - 1;
-      const T* h_last = output_row(layer, d, t_last, s);
-      std::copy(h_last + share.out_units.begin, h_last + share.out_units.end,
-                req_.h_n + state_index(layer, d, s) * h_out_ + share.out_units.begin);
-      std::copy(scratch.c.data() + s * Hp + share.units.begin, scratch.c.data() + s * Hp + share.units.end,
-                req_.c_n + state_index(layer, d, s) * H + share.units.begin);
-    }
+    phase(team, [&](const Share& share) {
+      for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
+        const int64_t t_last = reverse ? 0 : length_[s] - 1;
+        const T* h_last = output_row(layer, d, t_last, s);
+        std::copy(h_last + share.out_units.begin, h_last + share.out_units.end,
+                  req_.h_n + state_index(layer, d, s) * h_out_ + share.out_units.begin);
+        std::copy(scratch.c.data() + s * Hp + share.units.begin, scratch.c.data() + s * Hp + share.units.end,
+                  req_.c_n + state_index(layer, d, s) * H + share.units.begin);
+      }
+    });
   }
 
   T* z_row(DirectionScratch<T>& scratch, int64_t t, int64_t t_lo, int64_t s) {
@@ -299,7 +332,7 @@ class PackedLstm<T>::Pass {
     const int64_t count = (share.panels.end - share.panels.begin) * kGates * kPanelWidth<T>;
     int64_t rows = 0;
     for (int64_t t = t_lo; t < t_hi; ++t) {
-      for (int64_t s = 0; s < active_[t]; ++s, ++rows) {
+      for (int64_t s = share.first_row; s < active_[t]; s += share.row_stride, ++rows) {
         mine.a_rows[rows] = input_row(layer, t, s);
         mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
         std::memcpy(mine.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
@@ -318,21 +351,22 @@ class PackedLstm<T>::Pass {
     kernels_.gemm_accumulate(gemm);
   }
 
-  void step(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch, MemberScratch<T>& mine,
-            const Share& share, const Team& team, int64_t t, int64_t t_lo) {
+  // The gates and cell update of step t for one share; h goes to h_raw when projecting.
+  void step_gates(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
+                  MemberScratch<T>& mine, const Share& share, int64_t t, int64_t t_lo) {
     const bool reverse = d == 1;
-    const int64_t rows = active_[t];
     const bool project = dims_.proj_size > 0;
-    for (int64_t s = 0; s < rows; ++s) {
+    int64_t rows = 0;  // this member's running rows; row r is slot first_row + r * row_stride
+    for (int64_t s = share.first_row; s < active_[t]; s += share.row_stride, ++rows) {
       // A row's first step reads h0: t = 0 going forward, its own last step going backward.
       const bool first = reverse ? t == length_[s] - 1 : t == 0;
       if (first) {
-        mine.h_rows[s] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
+        mine.h_rows[rows] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
       } else {
-        mine.h_rows[s] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
+        mine.h_rows[rows] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
       }
-      mine.z_rows[s] = z_row(scratch, t, t_lo, s);
-      mine.out_rows[s] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
+      mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
+      mine.out_rows[rows] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
     }
 
     StepArgs<T> args;
@@ -344,8 +378,8 @@ class PackedLstm<T>::Pass {
     args.hidden_size = dims_.hidden_size;
     args.panel_begin = share.panels.begin;
     args.panel_end = share.panels.end;
-    args.c = scratch.c.data();
-    args.c_stride = model_.hidden_padded_;
+    args.c = scratch.c.data() + share.first_row * model_.hidden_padded_;
+    args.c_stride = share.row_stride * model_.hidden_padded_;
     args.h_out = mine.out_rows.data();
     if (rows <= kFusedStepMaxRows) {
       kernels_.lstm_step_fused(args);
@@ -363,25 +397,29 @@ class PackedLstm<T>::Pass {
       kernels_.gemm_accumulate(gemm);
       kernels_.lstm_cell_update(args);
     }
-    if (project) {
-      team.barrier->arrive_and_wait();  // the projection reads every unit of h_raw
-      project_hidden(layer, d, w, scratch, mine, share, t, rows);
-    }
-    for (int64_t s = rows; s < batch_; ++s) {
+    if (!project) zero_finished_rows(layer, d, t, share);
+  }
+
+  // Rows whose sequence has ended output zeros, as PackedSequence semantics ask.
+  void zero_finished_rows(int64_t layer, int64_t d, int64_t t, const Share& share) {
+    for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
+      if (s < active_[t]) continue;
       T* row = output_row(layer, d, t, s);
       std::fill(row + share.out_units.begin, row + share.out_units.end, T(0));
     }
-    team.barrier->arrive_and_wait();  // the next step reads every unit of this step's h
   }
 
-  // h = (o * tanh(c)) W_hr^T on this member's projection panels, written to the output rows.
-  void project_hidden(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
-                      MemberScratch<T>& mine, const Share& share, int64_t t, int64_t rows) {
+  // h = (o * tanh(c)) W_hr^T on one share's projection panels, written to the output rows. Runs
+  // once the whole of h_raw for step t exists.
+  void step_projection(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
+                       MemberScratch<T>& mine, const Share& share, int64_t t) {
     constexpr int64_t P = kPanelWidth<T>;
-    for (int64_t s = 0; s < rows; ++s) {
-      mine.h_rows[s] = scratch.h_raw.data() + s * model_.hidden_padded_;
-      mine.out_rows[s] = scratch.proj_acc.data() + s * model_.proj_padded_;
-      std::fill(mine.out_rows[s] + share.proj_panels.begin * P, mine.out_rows[s] + share.proj_panels.end * P, T(0));
+    int64_t rows = 0;
+    for (int64_t s = share.first_row; s < active_[t]; s += share.row_stride) ++rows;
+    for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride) {
+      mine.h_rows[r] = scratch.h_raw.data() + s * model_.hidden_padded_;
+      mine.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
+      std::fill(mine.out_rows[r] + share.proj_panels.begin * P, mine.out_rows[r] + share.proj_panels.end * P, T(0));
     }
     GemmArgs<T> gemm;
     gemm.rows = rows;
@@ -394,9 +432,10 @@ class PackedLstm<T>::Pass {
     gemm.c = mine.out_rows.data();
     gemm.a_pack = mine.a_pack.data();
     kernels_.gemm_accumulate(gemm);
-    for (int64_t s = 0; s < rows; ++s)
-      std::copy(mine.out_rows[s] + share.out_units.begin, mine.out_rows[s] + share.out_units.end,
+    for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
+      std::copy(mine.out_rows[r] + share.out_units.begin, mine.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);
+    zero_finished_rows(layer, d, t, share);
   }
 
   const PackedLstm& model_;
@@ -408,7 +447,9 @@ class PackedLstm<T>::Pass {
   std::vector<int64_t>& length_;  // per slot
   std::vector<int64_t>& active_;  // per step: rows still running
   int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
-  int team_size_ = 1;
+  int team_size_ = 1;        // at most this many threads; the final team is decided in run()
+  bool split_rows_ = false;  // members take batch rows rather than hidden units
+  PhaseSync sync_;           // shares out each phase's chunks among the team
 };
 
 template <typename T>

@@ -8,25 +8,6 @@
 namespace fastlstm {
 namespace {
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-// Spin while the wait is likely short; then yield, so a descheduled partner on a busy (shared)
-// machine gets the core back instead of us burning it.
-template <typename Done>
-void spin_until(Done done) {
-  for (int i = 0; !done(); ++i) {
-    if (i < 4096) {
-      cpu_relax();
-    } else {
-      sched_yield();
-    }
-  }
-}
-
 int available_cpus() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
@@ -34,17 +15,6 @@ int available_cpus() {
 }
 
 }  // namespace
-
-void SpinBarrier::arrive_and_wait() {
-  if (members_ <= 1) return;
-  const uint64_t generation = generation_.load(std::memory_order_acquire);
-  if (arrived_.fetch_add(1, std::memory_order_acq_rel) == members_ - 1) {
-    arrived_.store(0, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
-    return;
-  }
-  spin_until([&] { return generation_.load(std::memory_order_acquire) != generation; });
-}
 
 ThreadPool& ThreadPool::instance() {
   static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive static teardown
@@ -71,11 +41,18 @@ void ThreadPool::ensure_workers(int count) {
   }
 }
 
-void ThreadPool::worker_loop(int index) {
-  uint64_t seen = 0;
+namespace {
+
+constexpr uint64_t kClosed = uint64_t(1) << 31;
+constexpr uint64_t kJoinedMask = kClosed - 1;
+
+}  // namespace
+
+void ThreadPool::worker_loop(int /*index*/) {
+  uint64_t seen = generation_.load(std::memory_order_acquire);
   for (;;) {
-    // Back-to-back calls (a stream of steps) find the worker still spinning; idle workers sleep.
-    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+    // Back-to-back calls find the worker still spinning; idle workers sleep.
+    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
     while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_deadline)
       cpu_relax();
     if (generation_.load(std::memory_order_acquire) == seen) {
@@ -84,28 +61,58 @@ void ThreadPool::worker_loop(int index) {
       if (stop_) return;
     }
     seen = generation_.load(std::memory_order_acquire);
-    if (index + 1 < members_) {
-      (*job_)(index + 1);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    const uint64_t generation = seen & 0xffffffffu;
+
+    int member = -1;
+    uint64_t word = join_.load(std::memory_order_acquire);
+    while ((word >> 32) == generation && !(word & kClosed) &&
+           static_cast<int>(word & kJoinedMask) < max_members_ - 1) {
+      if (join_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) {
+        member = static_cast<int>(word & kJoinedMask) + 1;
+        break;
+      }
     }
+    if (member < 0) continue;  // too late for this call, or not needed
+    spin_until([&] { return go_.load(std::memory_order_acquire) == seen; });
+    (*job_)(member, team_);
+    done_.fetch_add(1, std::memory_order_release);
   }
 }
 
-bool ThreadPool::try_run(int members, const std::function<void(int)>& job) {
+// A spinning worker joins in well under a microsecond; one asleep needs a wake-up, which on a VM
+// can take ~100 us; past the window its core is likely busy elsewhere and the caller goes without.
+void ThreadPool::run(int max_members, std::chrono::nanoseconds join_window, const std::function<void(int)>& setup,
+                     const std::function<void(int, int)>& job) {
   std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-  if (!busy.owns_lock()) return false;
-  ensure_workers(members - 1);
+  if (max_members <= 1 || !busy.owns_lock()) {
+    setup(1);
+    job(0, 1);
+    return;
+  }
+  ensure_workers(max_members - 1);
+  uint64_t generation;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    generation = generation_.load(std::memory_order_relaxed) + 1;
     job_ = &job;
-    members_ = members;
-    pending_.store(members - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    max_members_ = max_members;
+    done_.store(0, std::memory_order_relaxed);
+    join_.store((generation & 0xffffffffu) << 32, std::memory_order_relaxed);
+    generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-  job(0);
-  spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; });
-  return true;
+
+  const auto deadline = std::chrono::steady_clock::now() + join_window;
+  spin_until([&] {
+    return static_cast<int>(join_.load(std::memory_order_acquire) & kJoinedMask) == max_members - 1 ||
+           std::chrono::steady_clock::now() >= deadline;
+  });
+  const int joined = static_cast<int>(join_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
+  team_ = joined + 1;
+  setup(team_);
+  go_.store(generation, std::memory_order_release);
+  job(0, team_);
+  spin_until([&] { return done_.load(std::memory_order_acquire) == joined; });
 }
 
 }  // namespace fastlstm

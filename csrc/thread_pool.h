@@ -1,9 +1,10 @@
-// A persistent pool of worker threads for splitting one forward call across cores, and the spin
-// barrier its members meet at between time steps (steps last microseconds: a futex would cost more
-// than the step).
+// A persistent pool of worker threads for splitting one forward call across cores, and the
+// spinning phase synchronisation its members use between time steps (steps last microseconds: a
+// futex would cost more than the step).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -13,15 +14,64 @@
 
 namespace fastlstm {
 
-class SpinBarrier {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spin while the wait is likely short; then yield, so a descheduled partner on a busy (shared)
+// machine gets a core back instead of us burning it.
+template <typename Done>
+void spin_until(Done done) {
+  for (int i = 0; !done(); ++i) {
+    if (i < 4096) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+// Splits each phase of a team's work (one time step's gates, say) into one chunk per member:
+// every member does its own chunk first (so its slice of the weights stays in its cache), then
+// any chunk nobody has claimed yet, then waits until all chunks of the phase are done. A member
+// the OS has descheduled thus delays the others by at most the chunk it is inside, not by the
+// rest of the call, which a plain barrier would.
+class PhaseSync {
  public:
-  explicit SpinBarrier(int members) : members_(members) {}
-  void arrive_and_wait();
+  static constexpr int kMaxChunks = 8;
+
+  void reset(int chunks) {  // only while no member runs
+    chunks_ = chunks;
+    for (auto& claim : claims_) claim.phase.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+  }
+
+  // `phase` counts the phases this member has run (the same sequence on every member).
+  template <typename Work>
+  void run_phase(int rank, uint64_t& phase, Work&& work) {
+    const uint64_t current = ++phase;
+    for (int i = 0; i < chunks_; ++i) {
+      const int chunk = (rank + i) % chunks_;
+      uint64_t expected = current - 1;
+      if (claims_[chunk].phase.load(std::memory_order_relaxed) != expected ||
+          !claims_[chunk].phase.compare_exchange_strong(expected, current, std::memory_order_acq_rel))
+        continue;
+      work(chunk);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    const uint64_t target = current * static_cast<uint64_t>(chunks_);
+    spin_until([&] { return done_.load(std::memory_order_acquire) >= target; });
+  }
 
  private:
-  const int members_;
-  alignas(64) std::atomic<int> arrived_{0};
-  alignas(64) std::atomic<uint64_t> generation_{0};
+  struct alignas(64) Claim {
+    std::atomic<uint64_t> phase{0};  // the last phase this chunk was claimed for
+  };
+  int chunks_ = 1;
+  Claim claims_[kMaxChunks];
+  alignas(64) std::atomic<uint64_t> done_{0};  // chunks completed over all phases
 };
 
 class ThreadPool {
@@ -33,10 +83,14 @@ class ThreadPool {
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
   void set_num_threads(int n);
 
-  // Runs job(member) for members 0..members-1, member 0 on the calling thread, and returns when
-  // all are done. Returns false without running anything when another call holds the pool, so
-  // concurrent callers fall back to one thread each instead of oversubscribing the cores.
-  bool try_run(int members, const std::function<void(int)>& job);
+  // Runs job(member, team) on a team of up to max_members threads, member 0 being the caller, and
+  // returns when all are done. The team is whoever joins within a short window: a worker that is
+  // descheduled (a busy, shared machine) or a pool held by another call (concurrent callers) shrinks
+  // the team, down to the caller alone, instead of making the call wait or oversubscribing cores.
+  // setup(team) runs on the caller once the team is known, before any member starts.
+  // join_window bounds the caller's wait for the team: keep it a small fraction of the call.
+  void run(int max_members, std::chrono::nanoseconds join_window, const std::function<void(int)>& setup,
+           const std::function<void(int, int)>& job);
 
  private:
   ThreadPool();
@@ -50,9 +104,13 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   bool stop_ = false;
   std::atomic<uint64_t> generation_{0};
-  const std::function<void(int)>* job_ = nullptr;
-  int members_ = 0;
-  std::atomic<int> pending_{0};
+  // [generation:32][closed:1][joined:31]: workers join the current generation's team by CAS.
+  std::atomic<uint64_t> join_{0};
+  std::atomic<uint64_t> go_{0};  // the generation whose team is final
+  std::atomic<int> done_{0};
+  const std::function<void(int, int)>* job_ = nullptr;
+  int max_members_ = 0;
+  int team_ = 1;
 };
 
 }  // namespace fastlstm

@@ -105,19 +105,32 @@ struct Kernels {
 
   // acc[q][g] = z-row values + sum_k a[k] * w[p+q][k][g] for NP consecutive panels of one row: all
   // G gates of NP panels at once, so there are enough independent FMA chains at a single row.
+  // Partial sums start from zero in each reduction block and are added to z in block order, exactly
+  // as gemm_accumulate's tiles do, so a row's result never depends on which kernel computed it, and
+  // hence not on the batch around it or on how a call was split across threads.
   template <int G, int NP>
   static void accumulate_row(const T* a, int64_t k, const T* w, const T* z, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
     const int64_t w_panel = k * G * kPanel;
     for (int q = 0; q < NP; ++q)
       for (int g = 0; g < G; ++g)
         for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::load(z + ((p + q) * G + g) * kPanel + v * V::kWidth);
-    const T* wk = w + p * w_panel;
-    for (int64_t kk = 0; kk < k; ++kk, wk += G * kPanel) {
-      Reg b = V::set1(a[kk]);
+    for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
+      const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
+      Reg part[NP][G][kVecsPerPanel];
       for (int q = 0; q < NP; ++q)
         for (int g = 0; g < G; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v)
-            acc[q][g][v] = V::fmadd(V::load(wk + q * w_panel + g * kPanel + v * V::kWidth), b, acc[q][g][v]);
+          for (int v = 0; v < kVecsPerPanel; ++v) part[q][g][v] = V::zero();
+      const T* wk = w + p * w_panel + k0 * G * kPanel;
+      for (int64_t kk = k0; kk < k1; ++kk, wk += G * kPanel) {
+        Reg b = V::set1(a[kk]);
+        for (int q = 0; q < NP; ++q)
+          for (int g = 0; g < G; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v)
+              part[q][g][v] = V::fmadd(V::load(wk + q * w_panel + g * kPanel + v * V::kWidth), b, part[q][g][v]);
+      }
+      for (int q = 0; q < NP; ++q)
+        for (int g = 0; g < G; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::add(acc[q][g][v], part[q][g][v]);
     }
   }
 

@@ -1,0 +1,62 @@
+"""The forward pass split across threads (hidden units, directions, batch rows) gives nn.LSTM's
+results, and a sequence's result is bitwise the same whatever batch it is in or however many
+threads computed it (every kernel sums each row in the same order)."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastlstm
+
+# (input, hidden, layers, bidirectional, proj, T, B): each exercises one way of splitting work.
+CONFIGS = [
+    pytest.param(64, 256, 2, False, 0, 30, 1, id="hidden-units"),
+    pytest.param(32, 256, 1, False, 64, 20, 1, id="hidden-units-proj"),
+    pytest.param(48, 192, 2, True, 0, 25, 1, id="directions"),
+    pytest.param(24, 48, 2, False, 0, 12, 40, id="batch-rows"),
+    pytest.param(24, 48, 1, True, 16, 12, 33, id="batch-rows-bidir-proj"),
+]
+
+
+@pytest.mark.parametrize("input_size, hidden, layers, bidirectional, proj, steps, batch", CONFIGS)
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_threads_match_torch(input_size, hidden, layers, bidirectional, proj, steps, batch, threads):
+    torch.manual_seed(0)
+    net = torch.nn.LSTM(input_size, hidden, layers, bidirectional=bidirectional, proj_size=proj).eval()
+    model = fastlstm.LSTM.from_torch(net)
+    x = torch.randn(steps, batch, input_size)
+    lengths = torch.randint(1, steps + 1, (batch,))
+    lengths[0] = steps
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    with torch.no_grad():
+        expected, (h_ref, c_ref) = net(packed)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(expected, total_length=steps)
+    output, (h_n, c_n) = model(x.numpy(), lengths=lengths.numpy(), num_threads=threads)
+    assert np.abs(output - expected.numpy()).max() <= 1e-5
+    assert np.abs(h_n - h_ref.numpy()).max() <= 1e-5
+    assert np.abs(c_n - c_ref.numpy()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("input_size, hidden, layers, bidirectional, proj, steps, batch", CONFIGS)
+def test_result_independent_of_threads_and_batch(input_size, hidden, layers, bidirectional, proj, steps, batch):
+    model = fastlstm.LSTM(input_size, hidden, layers, bidirectional=bidirectional, proj_size=proj, seed=3)
+    x = np.random.default_rng(1).standard_normal((steps, max(batch, 6), input_size)).astype(np.float32)
+    one_thread, (h1, c1) = model(x, num_threads=1)
+    for threads in (2, 4):
+        output, (h_n, c_n) = model(x, num_threads=threads)
+        assert np.array_equal(output, one_thread)
+        assert np.array_equal(h_n, h1) and np.array_equal(c_n, c1)
+    for rows in (slice(0, 1), slice(2, 5)):
+        alone, _ = model(np.ascontiguousarray(x[:, rows]), num_threads=1)
+        assert np.array_equal(alone, one_thread[:, rows])
+
+
+def test_thread_settings():
+    before = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        assert fastlstm.get_num_threads() == 1
+        with pytest.raises(ValueError, match="positive"):
+            fastlstm.set_num_threads(0)
+    finally:
+        fastlstm.set_num_threads(before)
