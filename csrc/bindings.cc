@@ -44,10 +44,19 @@ void require_dtype(const py::array& a, const char* name) {
                          ", got " + std::string(py::str(a.dtype())));
 }
 
-// A C-contiguous array of dtype T and exactly this shape.
+// The kernels load T values directly: an address that is not a multiple of alignof(T) would be
+// undefined behaviour (and a fault on some CPUs).
+template <typename T>
+void require_aligned(const py::array& a, const char* name) {
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+    throw std::invalid_argument(std::string(name) + " must be aligned to its dtype (copy it with numpy.array)");
+}
+
+// A C-contiguous, aligned array of dtype T and exactly this shape.
 template <typename T>
 void require_array(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
   require_dtype<T>(a, name);
+  require_aligned<T>(a, name);
   if (shape_of(a) != shape)
     throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
                                 shape_string(shape_of(a)));
@@ -86,15 +95,19 @@ class PyPackedLstm {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
-    const int64_t itemsize = sizeof(T);
-    if (x.strides(2) != itemsize || x.strides(0) % itemsize != 0 || x.strides(1) % itemsize != 0)
-      throw std::invalid_argument("input's last dimension must be contiguous");
     if (x.shape(2) != dims.input_size)
       throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
                                   std::to_string(x.shape(2)));
     const int64_t steps = batch_first ? x.shape(1) : x.shape(0);
     const int64_t batch = batch_first ? x.shape(0) : x.shape(1);
     if (steps == 0) throw std::invalid_argument("sequence length must be at least 1");
+    const int64_t itemsize = sizeof(T);
+    // An empty batch reads nothing, and numpy gives empty arrays arbitrary strides.
+    if (batch > 0) {
+      if (x.strides(2) != itemsize || x.strides(0) % itemsize != 0 || x.strides(1) % itemsize != 0)
+        throw std::invalid_argument("input's last dimension must be contiguous, with strides a multiple of its itemsize");
+      require_aligned<T>(x, "input");
+    }
 
     ForwardRequest<T> req;
     req.x = static_cast<const T*>(x.data());
@@ -137,12 +150,15 @@ class PyPackedLstm {
                                   shape_string(shape_of(x)));
     const bool unbatched = x.ndim() == 1;
     const int64_t itemsize = sizeof(T);
-    if (x.strides(x.ndim() - 1) != itemsize || x.strides(0) % itemsize != 0)
-      throw std::invalid_argument("input's last dimension must be contiguous");
     if (x.shape(x.ndim() - 1) != dims.input_size)
       throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
                                   std::to_string(x.shape(x.ndim() - 1)));
     const int64_t batch = unbatched ? 1 : x.shape(0);
+    if (batch > 0) {
+      if (x.strides(x.ndim() - 1) != itemsize || x.strides(0) % itemsize != 0)
+        throw std::invalid_argument("input's last dimension must be contiguous, with strides a multiple of its itemsize");
+      require_aligned<T>(x, "input");
+    }
     ForwardRequest<T> req;
     req.x = static_cast<const T*>(x.data());
     req.seq_len = 1;
@@ -201,6 +217,7 @@ class PyPackedLstm {
   }
 
   py::tuple run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads) const {
+    if (num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0: the default), got " + std::to_string(num_threads));
     {
       py::gil_scoped_release release;
       lstm_.forward(req, num_threads);

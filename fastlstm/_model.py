@@ -215,6 +215,8 @@ class LSTM:
                 raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
         if input.dtype is not self._dtype:
             self._check_input_dtype(input)
+        if not input.flags.carray:
+            input = _kernel_readable(input)
         h0, c0 = (None, None) if state is None else state
         if out is None:
             output, h_n, c_n = self._packed.step(input, h0, c0, num_threads=num_threads)
@@ -261,8 +263,7 @@ class LSTM:
         steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
         if steps == 0:
             raise ValueError(f"expected a sequence length of at least 1, got input of shape {x.shape}")
-        if x.strides[2] != x.itemsize:  # the kernel reads each row as one contiguous run
-            x = np.ascontiguousarray(x)
+        x = _kernel_readable(x)
         h0 = c0 = None
         if hx is not None:
             h0, c0 = self._check_state(hx, batch, unbatched)
@@ -308,8 +309,8 @@ class LSTM:
             raise ValueError(f"Expected {name} of shape {expected}, got {value.shape}")
         if unbatched:
             value = value[:, None, :]
-        if not value.flags.c_contiguous:
-            value = np.ascontiguousarray(value)
+        if not (value.flags.c_contiguous and value.flags.aligned):
+            value = np.array(value, order="C")  # a fresh array is contiguous and aligned
         return value
 
 
@@ -319,13 +320,26 @@ def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.
     if unbatched and np.ndim(lengths) == 0:
         lengths = [lengths]
     array = np.asarray(lengths)
+    if array.size == 0:
+        array = array.astype(np.int64)  # [] is float64 to numpy; its count is what is wrong
     if array.dtype.kind not in "iu" or array.dtype == np.bool_:
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     if array.ndim != 1 or array.shape[0] != batch:
         raise ValueError(f"lengths must hold one length per sequence ({batch}), got shape {array.shape}")
     if batch and (array.min() < 1 or array.max() > steps):
         raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got values from {array.min()} to {array.max()}")
-    return np.ascontiguousarray(array, dtype=np.int64)
+    return np.require(array, np.int64, ["C", "A"])
+
+
+def _kernel_readable(x: np.ndarray) -> np.ndarray:
+    """x itself when the kernel can read it in place (each row contiguous, strides whole items,
+    aligned); else a C-contiguous copy. Transposed and sliced views usually pass as they are."""
+    itemsize = x.itemsize
+    if x.size == 0 or (
+        x.strides[-1] == itemsize and all(s % itemsize == 0 for s in x.strides) and x.flags.aligned
+    ):
+        return x
+    return np.array(x, order="C")
 
 
 def _random_weights(config: LSTMConfig, dtype: np.dtype, seed: Optional[int]) -> Dict[str, np.ndarray]:
