@@ -52,6 +52,36 @@ void require_aligned(const py::array& a, const char* name) {
     throw std::invalid_argument(std::string(name) + " must be aligned to its dtype (copy it with numpy.array)");
 }
 
+// The bytes an array's elements occupy, [begin, end); empty for an empty array.
+struct Span {
+  const char* begin = nullptr;
+  const char* end = nullptr;
+  bool overlaps(const Span& other) const { return begin < other.end && other.begin < end; }
+};
+
+Span span_of(const py::array& a) {
+  if (!a || a.size() == 0) return {};
+  const char* lo = static_cast<const char*>(a.data());
+  const char* hi = lo;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    const py::ssize_t extent = (a.shape(i) - 1) * a.strides(i);
+    (extent < 0 ? lo : hi) += extent;
+  }
+  return {lo, hi + a.itemsize()};
+}
+
+// The stride of an axis in elements, when the kernels can use it: the last axis must be contiguous,
+// the others whole elements apart. A size-1 axis is never stepped along, so its stride (numpy gives
+// new axes stride 0) does not matter.
+template <typename T>
+int64_t element_stride(const py::array& x, py::ssize_t axis, bool last) {
+  if (x.shape(axis) <= 1) return 0;
+  const py::ssize_t stride = x.strides(axis);
+  if (last ? stride != static_cast<py::ssize_t>(sizeof(T)) : stride % static_cast<py::ssize_t>(sizeof(T)) != 0)
+    throw std::invalid_argument("input's last dimension must be contiguous, with strides a multiple of its itemsize");
+  return stride / static_cast<py::ssize_t>(sizeof(T));
+}
+
 // A C-contiguous, aligned array of dtype T and exactly this shape.
 template <typename T>
 void require_array(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
@@ -101,11 +131,9 @@ class PyPackedLstm {
     const int64_t steps = batch_first ? x.shape(1) : x.shape(0);
     const int64_t batch = batch_first ? x.shape(0) : x.shape(1);
     if (steps == 0) throw std::invalid_argument("sequence length must be at least 1");
-    const int64_t itemsize = sizeof(T);
     // An empty batch reads nothing, and numpy gives empty arrays arbitrary strides.
     if (batch > 0) {
-      if (x.strides(2) != itemsize || x.strides(0) % itemsize != 0 || x.strides(1) % itemsize != 0)
-        throw std::invalid_argument("input's last dimension must be contiguous, with strides a multiple of its itemsize");
+      element_stride<T>(x, 2, true);
       require_aligned<T>(x, "input");
     }
 
@@ -113,8 +141,10 @@ class PyPackedLstm {
     req.x = static_cast<const T*>(x.data());
     req.seq_len = steps;
     req.batch = batch;
-    req.x_stride_t = x.strides(batch_first ? 1 : 0) / itemsize;
-    req.x_stride_b = x.strides(batch_first ? 0 : 1) / itemsize;
+    if (batch > 0) {
+      req.x_stride_t = element_stride<T>(x, batch_first ? 1 : 0, false);
+      req.x_stride_b = element_stride<T>(x, batch_first ? 0 : 1, false);
+    }
 
     const int64_t layers = dims.num_layers * dims.num_directions();
     const std::vector<int64_t> h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
@@ -136,6 +166,7 @@ class PyPackedLstm {
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
+    check_no_overlap(x, arrays);
     return run(req, arrays, num_threads);
   }
 
@@ -149,21 +180,19 @@ class PyPackedLstm {
       throw std::invalid_argument("step input must be (batch, input_size) or (input_size,), got " +
                                   shape_string(shape_of(x)));
     const bool unbatched = x.ndim() == 1;
-    const int64_t itemsize = sizeof(T);
     if (x.shape(x.ndim() - 1) != dims.input_size)
       throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
                                   std::to_string(x.shape(x.ndim() - 1)));
     const int64_t batch = unbatched ? 1 : x.shape(0);
     if (batch > 0) {
-      if (x.strides(x.ndim() - 1) != itemsize || x.strides(0) % itemsize != 0)
-        throw std::invalid_argument("input's last dimension must be contiguous, with strides a multiple of its itemsize");
+      element_stride<T>(x, x.ndim() - 1, true);
       require_aligned<T>(x, "input");
     }
     ForwardRequest<T> req;
     req.x = static_cast<const T*>(x.data());
     req.seq_len = 1;
     req.batch = batch;
-    req.x_stride_b = unbatched ? 0 : x.strides(0) / itemsize;
+    req.x_stride_b = unbatched || batch == 0 ? 0 : element_stride<T>(x, 0, false);
 
     const int64_t layers = dims.num_layers * dims.num_directions();
     const int64_t width = dims.num_directions() * dims.output_size();
@@ -176,12 +205,7 @@ class PyPackedLstm {
     bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_b = width;
-    // Rows may run backwards (negative stride); compare the byte spans the two arrays cover.
-    const int64_t row_span = (batch - 1) * req.x_stride_b;
-    const T* x_lo = req.x + std::min<int64_t>(0, row_span);
-    const T* x_hi = req.x + std::max<int64_t>(0, row_span) + dims.input_size;
-    if (batch > 0 && req.out < x_hi && x_lo < req.out + batch * width)
-      throw std::invalid_argument("out must not overlap the input");
+    check_no_overlap(x, arrays);
     return run(req, arrays, num_threads);
   }
 
@@ -190,6 +214,34 @@ class PyPackedLstm {
   struct Arrays {
     py::array h0, c0, lengths, out, h_n, c_n;
   };
+
+  // Outputs written while inputs are still being read would corrupt the result. The one aliasing
+  // allowed is h_n onto h0 and c_n onto c0 exactly (a stream's state updated in place): a layer's
+  // initial state is read before its final state is written, and layers use disjoint rows.
+  static void check_no_overlap(const py::array& x, const Arrays& arrays) {
+    const Span input = span_of(x), h0 = span_of(arrays.h0), c0 = span_of(arrays.c0), lengths = span_of(arrays.lengths);
+    const Span out = span_of(arrays.out), h_n = span_of(arrays.h_n), c_n = span_of(arrays.c_n);
+    const struct {
+      const char* name;
+      Span span;
+      const Span* same_as;  // the one input it may alias exactly
+    } outputs[] = {{"out", out, nullptr}, {"h_n", h_n, &h0}, {"c_n", c_n, &c0}};
+    for (const auto& o : outputs) {
+      const struct {
+        const char* name;
+        Span span;
+      } inputs[] = {{"the input", input}, {"h0", h0}, {"c0", c0}, {"lengths", lengths}};
+      for (const auto& in : inputs) {
+        const bool exact_alias = o.same_as != nullptr && o.same_as->begin == in.span.begin &&
+                                 o.same_as->end == in.span.end && in.span.begin == o.span.begin &&
+                                 in.span.end == o.span.end;
+        if (o.span.overlaps(in.span) && !exact_alias)
+          throw std::invalid_argument(std::string(o.name) + " must not overlap " + in.name);
+      }
+    }
+    if (out.overlaps(h_n) || out.overlaps(c_n) || h_n.overlaps(c_n))
+      throw std::invalid_argument("out, h_n and c_n must not overlap each other");
+  }
 
   static void bind_initial_state(ForwardRequest<T>& req, Arrays& arrays, const py::object& h0, const py::object& c0,
                                  const std::vector<int64_t>& h_shape, const std::vector<int64_t>& c_shape) {

@@ -8,11 +8,12 @@
 import os as _os
 
 from . import _core
+from ._cell import LSTMCell
 from ._config import LSTMConfig
 from ._model import LSTM, load
 from ._system import cpu_info, get_num_threads, set_isa, set_num_threads
 
-__all__ = ["LSTM", "LSTMConfig", "load", "cpu_info", "set_isa", "get_num_threads", "set_num_threads"]
+__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "load", "cpu_info", "set_isa", "get_num_threads", "set_num_threads"]
 __version__ = "0.1.0"
 
 if _os.environ.get("FASTLSTM_ISA"):

@@ -66,12 +66,8 @@ class LSTM:
         self._setup(config, float(dropout), weights)
 
     def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray]) -> None:
-        self._config = config
-        self._dropout = dropout
-        self._weights = weights
-        self._dtype = next(iter(weights.values())).dtype
-        self._state_sizes = (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size)
-        self._packed = _PACKED_CLASSES[self._dtype](
+        dtype = next(iter(weights.values())).dtype
+        packed = _PACKED_CLASSES[dtype](
             config.input_size,
             config.hidden_size,
             config.num_layers,
@@ -80,6 +76,16 @@ class LSTM:
             config.proj_size,
             list(weights.values()),
         )
+        fields = {
+            "_config": config,
+            "_dropout": dropout,
+            "_weights": weights,
+            "_dtype": dtype,
+            "_state_sizes": (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size),
+            "_packed": packed,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def _from_validated(cls, config: LSTMConfig, weights: Dict[str, np.ndarray], dropout: float = 0.0) -> "LSTM":
@@ -150,6 +156,12 @@ class LSTM:
         if self._dtype != np.float32:
             text += f", dtype={self._dtype}"
         return f"LSTM({text})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"fastlstm.LSTM is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"fastlstm.LSTM is immutable; cannot delete {name!r}")
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (LSTM._from_validated, (self._config, self._weights, self._dropout))
@@ -335,9 +347,13 @@ def _kernel_readable(x: np.ndarray) -> np.ndarray:
     """x itself when the kernel can read it in place (each row contiguous, strides whole items,
     aligned); else a C-contiguous copy. Transposed and sliced views usually pass as they are."""
     itemsize = x.itemsize
-    if x.size == 0 or (
-        x.strides[-1] == itemsize and all(s % itemsize == 0 for s in x.strides) and x.flags.aligned
-    ):
+    if x.size == 0:
+        return x
+    readable = x.flags.aligned and all(
+        n == 1 or (s == itemsize if axis == x.ndim - 1 else s % itemsize == 0)
+        for axis, (n, s) in enumerate(zip(x.shape, x.strides))
+    )
+    if readable:
         return x
     return np.array(x, order="C")
 

@@ -14,13 +14,28 @@ serving from ``.safetensors``/``.npz`` files works without torch installed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ._config import PARAMETER_NAME, LSTMConfig
 
-__all__ = ["flatten_state_dict", "find_lstm_prefixes", "extract_lstm"]
+__all__ = [
+    "MAX_PARAMETER_ELEMENTS",
+    "MAX_MODEL_BYTES",
+    "check_parameter_sizes",
+    "check_total_bytes",
+    "flatten_state_dict",
+    "find_lstm_prefixes",
+    "extract_lstm",
+]
+
+# Size limits on what a loader will read, copy or pack. Far above any LSTM one would serve on a
+# CPU (hidden_size 16384 is 2**30 elements per W_hh), and low enough that a hostile or corrupt file
+# or array (a sparse file, a broadcast view, a header claiming 10**12 units) is refused by
+# arithmetic on its declared shapes before anything of that size is allocated.
+MAX_PARAMETER_ELEMENTS = 2**31
+MAX_MODEL_BYTES = 2**34
 
 # The key every nn.LSTM state_dict has; nn.LSTMCell's is plain "weight_ih" and must not match.
 _ANCHOR = "weight_ih_l0"
@@ -112,6 +127,10 @@ def extract_lstm(
     _check_names(expected, arrays, prefix, config)
     _check_shapes(expected, arrays, prefix, config)
     _check_single_dtype(arrays, prefix)
+    # Before the copies below: a broadcast view can claim terabytes while holding one float.
+    itemsize = np.dtype(next(iter(arrays.values())).dtype).itemsize
+    check_parameter_sizes(((prefix + name, shape, itemsize) for name, shape in expected.items()),
+                          "the nn.LSTM weights")
 
     weights: Dict[str, np.ndarray] = {}
     for name in expected:
@@ -122,6 +141,32 @@ def extract_lstm(
         copy.flags.writeable = False
         weights[name] = copy
     return config, weights
+
+
+def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], what: str) -> int:
+    """Refuse (name, shape, itemsize) entries that exceed the size limits, in exact integer
+    arithmetic (a product of declared dimensions may not fit in 64 bits); return the total bytes."""
+    total_bytes = 0
+    for name, shape, itemsize in tensors:
+        elements = 1
+        for dim in shape:
+            elements *= int(dim)
+        if elements > MAX_PARAMETER_ELEMENTS:
+            raise ValueError(
+                f"{what}: {name!r} of shape {tuple(int(d) for d in shape)} is too large "
+                f"({elements} elements; fastlstm accepts at most {MAX_PARAMETER_ELEMENTS} per tensor)"
+            )
+        total_bytes += elements * int(itemsize)
+        check_total_bytes(total_bytes, what)
+    return total_bytes
+
+
+def check_total_bytes(total_bytes: int, what: str) -> None:
+    if total_bytes > MAX_MODEL_BYTES:
+        raise ValueError(
+            f"{what} are too large: {total_bytes} bytes or more, and fastlstm accepts at most "
+            f"{MAX_MODEL_BYTES} (2**34) in all"
+        )
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
@@ -150,7 +195,7 @@ def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
         hint = ""
         if any(str(k).endswith("weight_ih") for k in flat):
             hint = (" (keys ending in 'weight_ih' without a layer number come from nn.LSTMCell, "
-                    "which is not supported)")
+                    "load those with fastlstm.LSTMCell.from_state_dict)")
         raise ValueError(
             "no nn.LSTM weights (keys like 'weight_ih_l0') were found in the state_dict"
             f"{hint}; keys seen: {_some_keys(flat)}"

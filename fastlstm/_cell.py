@@ -1,0 +1,362 @@
+"""fastlstm.LSTMCell: `torch.nn.LSTMCell` for inference, on the same kernels as fastlstm.LSTM.
+
+An LSTM cell is one time step of a single-layer LSTM, so rather than a second implementation the
+cell wraps a packed one-layer `fastlstm.LSTM` and runs `LSTM.step`: one set of kernels, one set of
+accuracy tests. What lives here is the cell's own interface: nn.LSTMCell's parameter names
+(``weight_ih`` rather than ``weight_ih_l0``), its 2-D (B, hidden_size) states rather than
+nn.LSTM's 3-D (1, B, hidden_size) ones, and its call returning ``(h, c)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _interop
+from ._config import LSTMConfig, normalize_dtype
+from ._model import LSTM
+from ._state_dict import _as_float_array, _list_keys, _some_keys, flatten_state_dict
+
+__all__ = ["LSTMCell"]
+
+ArrayLike = Any  # numpy.ndarray or torch.Tensor (torch stays optional)
+
+# nn.LSTMCell's parameter names, in its order; the one-layer LSTM calls them "<name>_l0".
+_CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+# The key every nn.LSTMCell state_dict has. nn.LSTM's "weight_ih_l0" does not end with it.
+_ANCHOR = "weight_ih"
+
+
+class LSTMCell:
+    """One LSTM time step with exactly `torch.nn.LSTMCell`'s arguments, shapes and results.
+
+    ``h, c = cell(input, (h, c))``: input is (B, input_size) or unbatched (input_size,), the
+    states (B, hidden_size) or (hidden_size,), zeros when ``hx`` is None. numpy arrays in give
+    numpy arrays out; torch tensors in give tensors out. Gates follow PyTorch (i, f, g, o).
+
+    The cell packs its weights once into a single-layer `fastlstm.LSTM` and runs one
+    `LSTM.step` per call, so it shares that model's kernels and accuracy. It is immutable,
+    safe to call from many threads at once, and pickles with its weights.
+
+    Args:
+        input_size, hidden_size, bias: as in `torch.nn.LSTMCell`.
+        dtype: float32 (default) or float64; inputs and states must match it.
+        weights: nn.LSTMCell parameter names (weight_ih, weight_hh, bias_ih, bias_hh) -> numpy
+            arrays or tensors; None draws U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) weights,
+            nn.LSTMCell's initialisation.
+        seed: seed for the random weights.
+    """
+
+    __slots__ = ("_lstm",)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        dtype: Any = np.float32,
+        weights: Optional[Mapping[str, Any]] = None,
+        seed: Optional[int] = None,
+    ) -> None:
+        if weights is None:
+            lstm = LSTM(input_size, hidden_size, bias=bias, dtype=dtype, seed=seed)
+        else:
+            LSTMConfig(input_size, hidden_size, bias=bias)  # TypeError/ValueError for bad arguments
+            inferred, arrays = _extract_cell(weights, prefix="")
+            if inferred != (input_size, hidden_size, bias):
+                raise ValueError(
+                    f"weights describe {_describe(*inferred)}, but the arguments describe "
+                    f"{_describe(input_size, hidden_size, bias)}"
+                )
+            given = next(iter(arrays.values())).dtype.newbyteorder("=")
+            if given != normalize_dtype(dtype):
+                raise TypeError(f"weights have dtype {given} but dtype={normalize_dtype(dtype)} was requested")
+            lstm = _lstm_from_cell_arrays(inferred, arrays)
+        object.__setattr__(self, "_lstm", lstm)
+
+    @classmethod
+    def _from_lstm(cls, lstm: LSTM) -> "LSTMCell":
+        cell = cls.__new__(cls)
+        object.__setattr__(cell, "_lstm", lstm)
+        return cell
+
+    # ----------------------------------------------------------------------------- constructors
+    @classmethod
+    def from_torch(cls, module: Any) -> "LSTMCell":
+        """Copy the weights of a live `torch.nn.LSTMCell` (any mode, device or float dtype)."""
+        torch = _interop.loaded_torch()
+        if torch is None or not isinstance(module, torch.nn.LSTMCell):
+            hint = ""
+            if torch is not None and isinstance(module, torch.nn.LSTM):
+                hint = " (use fastlstm.LSTM.from_torch for an nn.LSTM)"
+            raise TypeError(
+                f"LSTMCell.from_torch expects a torch.nn.LSTMCell, got "
+                f"{type(module).__module__}.{type(module).__name__}{hint}"
+            )
+        state = {name: p.detach().cpu() for name, p in module.named_parameters()}
+        sizes, arrays = _extract_cell(state, prefix="")
+        return cls._from_lstm(_lstm_from_cell_arrays(sizes, arrays))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any], prefix: Optional[str] = None) -> "LSTMCell":
+        """Build from an nn.LSTMCell state_dict, or find the one LSTMCell inside a whole model's.
+
+        Values may be torch tensors or numpy arrays; nested checkpoints are flattened with
+        dotted keys. Sizes and bias are inferred from the names and shapes. ``prefix=None``
+        finds the cell's prefix (e.g. "cell.") and raises if there are several; ``prefix="cell"``
+        and ``prefix="cell."`` both select ``cell.weight_ih``, ...
+        """
+        sizes, arrays = _extract_cell(state_dict, prefix=prefix)
+        return cls._from_lstm(_lstm_from_cell_arrays(sizes, arrays))
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """nn.LSTMCell parameter names -> read-only arrays, loadable by `nn.LSTMCell.load_state_dict`
+        after `torch.from_numpy`."""
+        weights = self._lstm.state_dict()
+        return {name: weights[name + "_l0"] for name in _CELL_NAMES if name + "_l0" in weights}
+
+    # ----------------------------------------------------------------------------- attributes
+    @property
+    def input_size(self) -> int:
+        return self._lstm.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self._lstm.hidden_size
+
+    @property
+    def bias(self) -> bool:
+        return self._lstm.bias
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy dtype of the weights and of every input and state."""
+        return self._lstm.dtype
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"LSTMCell is immutable: cannot set attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"LSTMCell is immutable: cannot delete attribute {name!r}")
+
+    def __repr__(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.dtype != np.float32:
+            text += f", dtype={self.dtype}"
+        return f"LSTMCell({text})"
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # The inner LSTM pickles its validated weights; unpickling repacks them for this CPU.
+        return (LSTMCell._from_lstm, (self._lstm,))
+
+    # ----------------------------------------------------------------------------- forward
+    def __call__(self, input: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None, *,
+                 num_threads: int = 0) -> Tuple[ArrayLike, ArrayLike]:
+        """One step: ``h_1, c_1 = cell(input, (h_0, c_0))``, as nn.LSTMCell.
+
+        input: (B, input_size) or unbatched (input_size,); a numpy array or a CPU torch tensor.
+        hx: optional (h_0, c_0), each (B, hidden_size), or (hidden_size,) for unbatched input;
+            numpy arrays or tensors. Missing means zeros.
+        num_threads: cores this call may use; 0 means `fastlstm.get_num_threads()`.
+
+        Returns (h_1, c_1) of the states' shapes: numpy arrays for numpy input, tensors for a
+        tensor. They are new arrays; the inputs are never written.
+        """
+        if isinstance(input, np.ndarray):
+            return self._step_numpy(input, hx, num_threads)
+        if _interop.is_tensor(input):
+            torch = _interop.loaded_torch()
+            h, c = self._step_numpy(_interop.tensor_to_numpy(input, "input"), hx, num_threads)
+            return torch.from_numpy(h), torch.from_numpy(c)
+        raise TypeError(f"input must be a numpy array or a torch tensor, got {type(input).__name__}")
+
+    forward = __call__
+
+    def _step_numpy(self, x: np.ndarray, hx: Any, num_threads: int) -> Tuple[np.ndarray, np.ndarray]:
+        lstm = self._lstm
+        dtype = lstm.dtype
+        if x.dtype is not dtype:
+            _check_dtype(x, "input", dtype)
+        if x.ndim != 1 and x.ndim != 2:
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {x.ndim}D input of shape {x.shape}")
+        if x.shape[-1] != lstm.input_size:
+            raise ValueError(
+                f"input.size(-1) must be equal to input_size. Expected {lstm.input_size}, got {x.shape[-1]}"
+            )
+        if not x.flags.c_contiguous or not x.flags.aligned:
+            itemsize = dtype.itemsize
+            # The kernel reads each row as one aligned contiguous run; other layouts get a copy.
+            if x.strides[-1] != itemsize or x.strides[0] % itemsize or not x.flags.aligned:
+                x = np.array(x, order="C")
+        if hx is None:
+            state = None
+        else:
+            h0, c0 = _check_state(hx, x.shape[0] if x.ndim == 2 else None, lstm.hidden_size, dtype)
+            state = (h0[None], c0[None])  # nn.LSTM's hx shapes (1, B, H) / (1, H): views, no copy
+        # One layer, no projection: the step's output is h_1 itself, already in the cell's shape.
+        h_1, (_, c_n) = lstm.step(x, state, num_threads=num_threads)
+        return h_1, c_n[0]
+
+
+# --------------------------------------------------------------------------------- validation
+def _describe(input_size: Any, hidden_size: Any, bias: Any) -> str:
+    return f"nn.LSTMCell(input_size={input_size}, hidden_size={hidden_size}, bias={bias})"
+
+
+def _check_dtype(array: np.ndarray, name: str, dtype: np.dtype) -> None:
+    if array.dtype == dtype:
+        return
+    if array.dtype.kind == "f":
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but the cell is {dtype}; convert one of them explicitly "
+            f"(fastlstm never casts silently)"
+        )
+    raise TypeError(f"{name} must be a floating array of dtype {dtype}, got dtype {array.dtype}")
+
+
+def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
+    """(h_0, c_0) as C-contiguous arrays of shape (batch, hidden_size), or (hidden_size,) when
+    batch is None (unbatched input), or a clear error."""
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+    expected = (hidden_size,) if batch is None else (batch, hidden_size)
+    states = []
+    for name, value in zip(("h_0", "c_0"), hx):
+        if type(value) is not np.ndarray:
+            if _interop.is_tensor(value):
+                value = _interop.tensor_to_numpy(value, name)
+            elif not isinstance(value, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
+        if value.dtype is not dtype:
+            _check_dtype(value, name, dtype)
+        if value.shape != expected:
+            if batch is None and value.ndim != 1:
+                raise ValueError(
+                    f"for unbatched 1-D input, {name} must also be 1-D {expected}, got {value.ndim}-D {value.shape}"
+                )
+            raise ValueError(f"Expected {name} of shape {expected}, got {value.shape}")
+        if not (value.flags.c_contiguous and value.flags.aligned):
+            value = np.array(value, order="C")  # a fresh array is contiguous and aligned
+        states.append(value)
+    return states[0], states[1]
+
+
+def find_cell_prefixes(flat: Mapping[str, Any]) -> List[str]:
+    """Every prefix under which an nn.LSTMCell's weights sit, in the order they appear.
+
+    As for nn.LSTM (`_state_dict.find_lstm_prefixes`), a prefix is empty or ends with "." so
+    that ``my_weight_ih`` does not make a bogus prefix ``my_``.
+    """
+    prefixes: List[str] = []
+    for key in flat:
+        if not isinstance(key, str) or not key.endswith(_ANCHOR):
+            continue
+        prefix = key[: -len(_ANCHOR)]
+        if (prefix == "" or prefix.endswith(".")) and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
+    found = find_cell_prefixes(flat)
+    listing = ", ".join(repr(p) for p in found)
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
+        if prefix + _ANCHOR in flat:
+            return prefix
+        if prefix and prefix + "." in found:
+            return prefix + "."
+        where = f"nn.LSTMCell weights were found under: {listing}" if found else (
+            f"none under any other prefix; keys seen: {_some_keys(flat)}")
+        raise ValueError(
+            f"no nn.LSTMCell weights under prefix {prefix!r} (expected a key {prefix + _ANCHOR!r}); {where}"
+        )
+    if not found:
+        hint = ""
+        if any(str(k).endswith("weight_ih_l0") for k in flat):
+            hint = " (keys like 'weight_ih_l0' come from nn.LSTM: use fastlstm.LSTM.from_state_dict)"
+        raise ValueError(
+            f"no nn.LSTMCell weights (keys like 'weight_ih') were found in the state_dict{hint}; "
+            f"keys seen: {_some_keys(flat)}"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"the state_dict holds {len(found)} nn.LSTMCell modules, under prefixes {listing}; "
+            f"pass prefix= to choose one, e.g. prefix={found[0]!r}"
+        )
+    return found[0]
+
+
+CellSizes = Tuple[int, int, bool]  # input_size, hidden_size, bias
+
+
+def _extract_cell(state_dict: Mapping[str, Any], prefix: Optional[str]) -> Tuple[CellSizes, Dict[str, np.ndarray]]:
+    """Find one nn.LSTMCell's weights and check them: ((input_size, hidden_size, bias), arrays
+    keyed by nn.LSTMCell's names, in its order). The arrays may still be the caller's memory;
+    the LSTM constructor copies them."""
+    flat = flatten_state_dict(state_dict)
+    prefix = _choose_prefix(flat, prefix)
+    arrays = {
+        name: _as_float_array(prefix + name, flat[prefix + name]) for name in _CELL_NAMES if prefix + name in flat
+    }
+
+    missing = [prefix + name for name in ("weight_ih", "weight_hh") if name not in arrays]
+    if ("bias_ih" in arrays) != ("bias_hh" in arrays):  # bias=False has neither, bias=True both
+        missing += [prefix + name for name in ("bias_ih", "bias_hh") if name not in arrays]
+    if missing:
+        raise ValueError(
+            f"the nn.LSTMCell weights under prefix {prefix!r} are incomplete: missing {_list_keys(missing)}"
+        )
+
+    layouts = {"weight_ih": "(4*hidden_size, input_size)", "weight_hh": "(4*hidden_size, hidden_size)"}
+    for name, layout in layouts.items():
+        if arrays[name].ndim != 2:
+            raise ValueError(f"{prefix + name!r} must be 2-D {layout}, got shape {tuple(arrays[name].shape)}")
+    gates, input_size = arrays["weight_ih"].shape
+    if gates == 0 or gates % 4 != 0:
+        raise ValueError(
+            f"{prefix + 'weight_ih'!r} has shape {tuple(arrays['weight_ih'].shape)}: its first dimension "
+            f"must be 4*hidden_size (a positive multiple of 4), got {gates}"
+        )
+    if input_size == 0:
+        raise ValueError(
+            f"{prefix + 'weight_ih'!r} has shape {tuple(arrays['weight_ih'].shape)}: input_size must be positive"
+        )
+    hidden_size, bias = gates // 4, "bias_ih" in arrays
+    expected = {
+        "weight_ih": (gates, input_size),
+        "weight_hh": (gates, hidden_size),
+        "bias_ih": (gates,),
+        "bias_hh": (gates,),
+    }
+    for name, array in arrays.items():
+        if tuple(array.shape) != expected[name]:
+            raise ValueError(
+                f"{prefix + name!r} has shape {tuple(array.shape)}, but "
+                f"{_describe(input_size, hidden_size, bias)} expects {expected[name]}"
+            )
+
+    dtypes = {name: np.dtype(a.dtype).newbyteorder("=") for name, a in arrays.items()}
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{prefix + name!r}: {dtype}" for name, dtype in dtypes.items())
+        raise TypeError(
+            f"the nn.LSTMCell weights mix dtypes ({listing}); convert them all to float32 or all to float64 first"
+        )
+    return (int(input_size), int(hidden_size), bool(bias)), arrays
+
+
+def _lstm_from_cell_arrays(sizes: CellSizes, arrays: Dict[str, np.ndarray]) -> LSTM:
+    input_size, hidden_size, bias = sizes
+    dtype = np.dtype(next(iter(arrays.values())).dtype).newbyteorder("=")
+    return LSTM(
+        input_size,
+        hidden_size,
+        bias=bias,
+        dtype=dtype,
+        weights={name + "_l0": array for name, array in arrays.items()},
+    )
