@@ -26,7 +26,6 @@ from fastlstm._state_dict import (  # noqa: E402
     flatten_state_dict,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # (num_layers, bidirectional, bias, proj_size, dtype): each axis that changes the set of
 # parameter names or their shapes, alone and combined.
@@ -579,10 +578,14 @@ def test_reading_pt_without_torch(tmp_path, monkeypatch):
         read_weights_file(path)
 
 
-def test_modules_do_not_import_torch():
-    code = ("import sys, fastlstm._state_dict, fastlstm._files; "
+def test_modules_do_not_import_torch(tmp_path):
+    import fastlstm
+
+    # Serving must not need torch: importing the package (from wherever this test imported it,
+    # the source tree or an installed copy) must not pull it in.
+    code = ("import sys, fastlstm, fastlstm._state_dict, fastlstm._files; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = dict(os.environ, PYTHONPATH=str(Path(fastlstm.__file__).resolve().parent.parent))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
