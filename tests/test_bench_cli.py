@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastlstm._core", reason="fastlstm's C++ extension is not built")
 
 from fastlstm import cli  # noqa: E402
 from fastlstm.bench import cli as bench_cli  # noqa: E402
-from fastlstm.bench import metrics, report  # noqa: E402
+from fastlstm.bench import concurrency, machine, metrics, report, streaming, weights  # noqa: E402
+from fastlstm.bench import threads as thread_bench  # noqa: E402
 from fastlstm.bench.configs import CONFIGS_BY_NAME, STANDARD_CONFIGS, select_configs  # noqa: E402
 from fastlstm.bench.suite import CaseResult, EngineResult, SuiteSettings  # noqa: E402
 from fastlstm.bench.timing import TimingSummary, time_interleaved  # noqa: E402
@@ -161,3 +165,178 @@ def test_speedup_chart_is_drawn(tmp_path: Path) -> None:
     assert report.plot_speedups(run, tmp_path / "speedup.png") is None
     assert (tmp_path / "speedup.png").stat().st_size > 0
     assert "0.25 (4.0x faster)" in report.results_table(run)
+
+
+# ------------------------------------------------------------------ bench threads / concurrency / stream
+HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+SMOKE_ENGINES = "fastlstm,torch,ort" if HAVE_ORT else "fastlstm,torch"  # ORT's export is the slow part
+
+
+def table_header(markdown: str, first_column: str) -> List[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {first_column} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_bench_help_lists_subcommands(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("threads", "concurrency", "stream"):
+        assert subcommand in out
+
+
+@pytest.mark.parametrize("subcommand", ["threads", "concurrency", "stream"])
+def test_subcommand_help_exits_zero(subcommand: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["bench", subcommand, "--help"])
+    assert exit_info.value.code == 0
+    assert "--out-dir" in capsys.readouterr().out
+
+
+def test_options_before_a_subcommand_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # argparse alone would let the subcommand's defaults silently replace them.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["bench", "--seconds", "0.01", "stream", "--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--seconds given before 'stream'" in capsys.readouterr().err
+
+
+def test_threads_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import fastlstm
+
+    threads_before = fastlstm.get_num_threads()
+    status = run_cli(
+        ["bench", "threads", "--configs", "stream-step-h128", "--repeats", "3", "--engines", SMOKE_ENGINES]
+        + ["--out-dir", str(tmp_path)]
+    )
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "[1/1] stream-step-h128 ... done" in captured.err
+    assert fastlstm.get_num_threads() == threads_before  # the run restores the process's setting
+
+    markdown = (tmp_path / "threads.md").read_text(encoding="utf-8")
+    columns = table_header(markdown, "config")
+    assert columns[2:5] == ["fastlstm 1T", "fastlstm 2T", f"fastlstm default ({machine.available_cpus()}T)"]
+    assert "fastlstm 2T/1T speedup" in columns and "default/1T (<= 1.05)" in columns
+    if HAVE_TORCH:
+        assert "torch 2T" in columns and "fastlstm/torch (2T)" in columns
+    if HAVE_ORT and HAVE_TORCH:
+        assert "ORT 2T" in columns and "fastlstm/ORT (2T)" in columns
+    assert "Default policy never more than 5% slower than 1 thread:" in markdown
+
+    document = json.loads((tmp_path / "threads.json").read_text(encoding="utf-8"))
+    (case,) = document["cases"]
+    assert {"fastlstm_1t", "fastlstm_2t", "fastlstm_default"} <= set(case["variants"])
+    assert all(variant["calls"] == 3 for variant in case["variants"].values())
+    assert case["default_policy_ok"] in (True, False)
+    assert document["settings"]["fastlstm_default_threads"] == machine.available_cpus()
+
+
+def _case_with_medians(medians: Dict[str, float]) -> CaseResult:
+    def result(key: str, median_us: float) -> EngineResult:
+        timing = TimingSummary(median_us=median_us, p90_us=median_us, min_us=median_us, mean_us=median_us, calls=1)
+        return EngineResult(engine=key.split("_")[0], detail="", timing=timing, max_abs_error=0.0, label=key)
+
+    engines = {key: result(key, median) for key, median in medians.items()}
+    return CaseResult(config=CONFIGS_BY_NAME[TINY_CONFIG], engines=engines, rounds=1, warmup_rounds=1, notes=[])
+
+
+def test_default_thread_policy_check_flags_more_than_5_percent() -> None:
+    within = _case_with_medians({"fastlstm_1t": 100.0, "fastlstm_2t": 60.0, "fastlstm_default": 104.0})
+    slower = _case_with_medians({"fastlstm_1t": 100.0, "fastlstm_2t": 60.0, "fastlstm_default": 106.0})
+    assert thread_bench.default_policy_ok(within) is True
+    assert thread_bench.default_policy_ok(slower) is False
+    assert thread_bench.policy_summary([within, slower]) is False
+    assert thread_bench.speedup_nt_over_1t(within, 2) == pytest.approx(100 / 60)
+    variants = thread_bench.thread_variants(2, 2, ["fastlstm"])
+    assert "SLOWER (+6%)" in thread_bench.threads_table([slower], 2, variants)
+
+
+def test_concurrency_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = run_cli(
+        ["bench", "concurrency", "--clients", "1,2", "--workloads", "step", "--seconds", "0.05"]
+        + ["--out-dir", str(tmp_path)]
+    )
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "[2/2] step clients=2 ... done" in captured.err
+
+    markdown = (tmp_path / "concurrency.md").read_text(encoding="utf-8")
+    assert table_header(markdown, "clients") == [
+        "clients",
+        "fastlstm req/s",
+        "torch req/s",
+        "fastlstm/torch throughput",
+        "fastlstm latency us (p50 / p99)",
+        "torch latency us (p50 / p99)",
+    ]
+    document = json.loads((tmp_path / "concurrency.json").read_text(encoding="utf-8"))
+    step = document["workloads"]["step"]
+    assert [row["clients"] for row in step["by_clients"]] == [1, 2]
+    for row in step["by_clients"]:
+        fastlstm_load = row["engines"]["fastlstm"]
+        assert fastlstm_load["requests"] > 0 and fastlstm_load["p99_us"] >= fastlstm_load["p50_us"] > 0
+    if HAVE_TORCH:
+        assert step["matches_reference"] is True
+        assert all("torch" in row["engines"] for row in step["by_clients"])
+
+
+def test_client_threads_start_together_and_each_runs_its_setup() -> None:
+    requesters, setups = set(), set()
+
+    def make_request():
+        return lambda: requesters.add(threading.get_ident())
+
+    run = concurrency.run_clients(concurrency.Clients(make_request, lambda: setups.add(threading.get_ident())), 3, 0.02)
+    assert len(requesters) == 3 and setups == requesters  # one thread per client, setup in each
+    assert len(run.latencies_ns) >= 3 and run.wall_ns > 0
+
+
+def test_stream_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = run_cli(
+        ["bench", "stream", "--configs", "stream-step-h128", "--repeats", "3", "--engines", SMOKE_ENGINES]
+        + ["--out-dir", str(tmp_path)]
+    )
+    captured = capsys.readouterr()
+    assert status == 0, captured.err  # nonzero: some variant's step differed from torch's
+
+    markdown = (tmp_path / "stream.md").read_text(encoding="utf-8")
+    columns = table_header(markdown, "config")
+    assert columns[2:4] == ["fastlstm step(out=) us", "fastlstm model(x[None], state) us"]
+    if HAVE_TORCH:
+        assert "torch nn.LSTM(x, hx) us" in columns and "step(out=)/torch" in columns
+    if HAVE_ORT and HAVE_TORCH:
+        assert "ORT run(x, h0, c0) us" in columns and "step(out=)/ORT" in columns
+    assert "Target (fastlstm step(out=) at I=64, H=128 in <= 5 us per step): median" in markdown
+
+    document = json.loads((tmp_path / "stream.json").read_text(encoding="utf-8"))
+    (case,) = document["cases"]
+    assert case["config"]["seq_len"] == 1 and case["config"]["batch"] == 1
+    assert case["variants"]["fastlstm_step_out"]["calls"] == 3
+    assert document["target"]["met"] in (True, False)
+    if HAVE_TORCH:
+        assert all(variant["matches_reference"] for variant in case["variants"].values())
+
+
+def test_stream_variants_continue_the_stream() -> None:
+    # Each timed call must start from the state the previous call left, as a service's stream does.
+    torch = pytest.importorskip("torch")
+    config = streaming.step_config(CONFIGS_BY_NAME["stream-step-h128"])
+    source = weights.random_weights(config, 0)
+    x = weights.make_input(config, 0)
+    h0, c0 = streaming.initial_state(config, 0)
+    steps = 3
+    h, c = torch.from_numpy(h0), torch.from_numpy(c0)
+    with torch.inference_mode():
+        for _ in range(steps):
+            _, (h, c) = source.torch_lstm(torch.from_numpy(x), (h, c))
+    engines = ["fastlstm", "torch", "ort"] if HAVE_ORT else ["fastlstm", "torch"]
+    for variant in streaming.stream_variants(h0, c0, engines, threads=1):
+        engine = variant.build(source, x)
+        for _ in range(steps):
+            engine.run()
+        got_h, got_c = engine.current_state()
+        assert np.abs(got_h - h.numpy()).max() < 1e-5, variant.label
+        assert np.abs(got_c - c.numpy()).max() < 1e-5, variant.label

@@ -119,12 +119,21 @@ def measure_sgemm_peak_gflops(timeout_seconds: float = 120.0) -> Optional[float]
         return None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask): fastlstm's default thread count is this."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def describe_machine() -> Dict[str, Any]:
     """Everything about this machine the report prints (sgemm peak is measured separately)."""
     info: Dict[str, Any] = {
         "cpu": cpu_model_name(),
         "isa": isa_from_cpu_flags(),
         "logical_cpus": os.cpu_count(),
+        "available_cpus": available_cpus(),
         "platform": platform.platform(),
         "versions": software_versions(),
     }

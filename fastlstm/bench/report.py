@@ -1,5 +1,8 @@
 """Turns benchmark results into results.md (tables), results.json (raw numbers) and speedup.png.
 
+The pieces every bench report shares (header lines, markdown tables, number formats, per-engine JSON,
+writing files) are public here and reused by the `bench threads/concurrency/stream` reports.
+
 Times are per call, median / p90 in microseconds. Ratios are fastlstm time over the other engine's
 time (below 1 means fastlstm is faster); the chart shows the inverse, the speedup, since taller
 bars reading as better is what people expect from a chart.
@@ -11,11 +14,11 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from fastlstm.bench import metrics
 from fastlstm.bench.engines import ENGINE_LABELS
-from fastlstm.bench.suite import CaseResult, SuiteSettings
+from fastlstm.bench.suite import CaseResult, EngineResult, SuiteSettings
 from fastlstm.bench.timing import TimingSummary
 
 MISSING = "-"
@@ -69,15 +72,18 @@ def format_bytes(count: int) -> str:
     return f"{count} B"
 
 
-def _time_cell(case: CaseResult, engine: str) -> str:
+def time_cell(case: CaseResult, engine: str, with_p90: bool = True) -> str:
+    """'median / p90' (or just the median) of one engine or variant, flagged if its output was wrong."""
     result = case.engines.get(engine)
     if result is None:
         return MISSING
-    cell = f"{format_us(result.timing.median_us)} / {format_us(result.timing.p90_us)}"
+    cell = format_us(result.timing.median_us)
+    if with_p90:
+        cell += f" / {format_us(result.timing.p90_us)}"
     return cell + (" MISMATCH" if result.matches_reference is False else "")
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -91,10 +97,10 @@ def results_table(run: BenchRun) -> str:
     header += [f"fastlstm/{ENGINE_LABELS[name]}" for name in ratio_baselines]
     rows = []
     for case in run.cases:
-        row = [case.config.name, case.config.describe()] + [_time_cell(case, name) for name in engines]
+        row = [case.config.name, case.config.describe()] + [time_cell(case, name) for name in engines]
         row += [format_ratio(time_ratio(case, "fastlstm", name)) for name in ratio_baselines]
         rows.append(row)
-    return _markdown_table(header, rows)
+    return markdown_table(header, rows)
 
 
 def streaming_table(run: BenchRun) -> Optional[str]:
@@ -117,7 +123,7 @@ def streaming_table(run: BenchRun) -> Optional[str]:
             )
     if not rows:
         return None
-    return _markdown_table(["config", "engine", "per-step us", "W_hh bytes/step", "W_hh GB/s"], rows)
+    return markdown_table(["config", "engine", "per-step us", "W_hh bytes/step", "W_hh GB/s"], rows)
 
 
 def gemm_table(run: BenchRun) -> Optional[str]:
@@ -134,11 +140,10 @@ def gemm_table(run: BenchRun) -> Optional[str]:
             rows.append([case.config.name, ENGINE_LABELS[name], f"{flops / 1e9:.3g}", f"{rate:.1f}", share])
     if not rows:
         return None
-    return _markdown_table(["config", "engine", "GFLOP/call", "GFLOP/s", "% of sgemm peak"], rows)
+    return markdown_table(["config", "engine", "GFLOP/call", "GFLOP/s", "% of sgemm peak"], rows)
 
 
-def machine_line(run: BenchRun) -> str:
-    machine = run.machine
+def machine_line(machine: Mapping[str, Any]) -> str:
     line = f"{machine['cpu']}, {machine['logical_cpus']} logical CPUs, CPU ISA {machine['isa']}"
     kernel_info = machine.get("fastlstm_cpu_info")
     if kernel_info:
@@ -147,23 +152,47 @@ def machine_line(run: BenchRun) -> str:
     return line
 
 
-def all_notes(run: BenchRun) -> List[str]:
+def merged_notes(run_notes: Sequence[str], cases: Sequence[CaseResult]) -> List[str]:
     """Run-wide notes followed by each case's, de-duplicated, in order."""
-    notes: List[str] = list(run.notes)
-    for case in run.cases:
+    notes: List[str] = list(run_notes)
+    for case in cases:
         notes += case.notes
     return list(dict.fromkeys(notes))
 
 
-def engine_details(run: BenchRun) -> Dict[str, str]:
+def all_notes(run: BenchRun) -> List[str]:
+    return merged_notes(run.notes, run.cases)
+
+
+def engine_details(cases: Sequence[CaseResult]) -> Dict[str, str]:
+    """What each engine (or variant) actually ran, by its table label, from the first case it ran in."""
     details: Dict[str, str] = {}
-    for case in run.cases:
-        for name, result in case.engines.items():
-            details.setdefault(name, result.detail)
+    for case in cases:
+        for result in case.engines.values():
+            details.setdefault(result.display_label, result.detail)
     return details
 
 
-def _priming_text(priming_seconds: float) -> str:
+def header_lines(machine: Mapping[str, Any], date: str, command: str) -> List[str]:
+    """The bullet lines every report starts with: where, when, how it was invoked, with what software."""
+    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+    return [
+        f"- machine: {machine_line(machine)}",
+        f"- date: {date}",
+        f"- command: `{command}`",
+        f"- software: {versions}",
+    ]
+
+
+def notes_section(notes: Sequence[str]) -> List[str]:
+    return ["", "## Notes", ""] + [f"- {note}" for note in notes] if notes else []
+
+
+def timing_budget_text(settings: SuiteSettings) -> str:
+    return f"{settings.rounds} rounds" if settings.rounds else f"~{settings.seconds:g} s per config"
+
+
+def priming_text(priming_seconds: float) -> str:
     if priming_seconds == 0:
         return "no priming: each timed call directly follows the other engines' calls (caches disturbed)"
     return (
@@ -174,23 +203,19 @@ def _priming_text(priming_seconds: float) -> str:
 
 def render_markdown(run: BenchRun) -> str:
     settings = run.settings
-    timing = f"{settings.rounds} rounds" if settings.rounds else f"~{settings.seconds:g} s per config"
-    versions = ", ".join(f"{name} {version}" for name, version in run.machine["versions"].items())
     peak = f"{run.sgemm_peak_gflops:.1f} GFLOP/s" if run.sgemm_peak_gflops else "not measured"
     lines = [
         "# fastlstm benchmark",
         "",
-        f"- machine: {machine_line(run)}",
-        f"- date: {run.date}",
-        f"- command: `{run.command}`",
-        f"- software: {versions}",
+        *header_lines(run.machine, run.date, run.command),
         f"- threads per engine: {settings.threads}; timing: one process, engines interleaved round-robin "
-        f"(rotating order), {timing}, per-call perf_counter_ns; harness floor {run.timer_floor_ns:.0f} ns/call",
-        f"- {_priming_text(settings.priming_seconds)}",
+        f"(rotating order), {timing_budget_text(settings)}, per-call perf_counter_ns; "
+        f"harness floor {run.timer_floor_ns:.0f} ns/call",
+        f"- {priming_text(settings.priming_seconds)}",
         f"- single-core sgemm peak (numpy 1024x1024 fp32, 1 BLAS thread): {peak}",
     ]
-    for name, detail in engine_details(run).items():
-        lines.append(f"- {ENGINE_LABELS[name]}: {detail}")
+    for label, detail in engine_details(run.cases).items():
+        lines.append(f"- {label}: {detail}")
     lines += [
         "",
         "## Time per call (microseconds, median / p90)",
@@ -213,9 +238,7 @@ def render_markdown(run: BenchRun) -> str:
     gemm = gemm_table(run)
     if gemm:
         lines += ["", "## Batched: achieved GFLOP/s", "", gemm]
-    notes = all_notes(run)
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    lines += notes_section(all_notes(run))
     return "\n".join(lines) + "\n"
 
 
@@ -226,24 +249,29 @@ def _finite_or_text(value: Optional[float]) -> Any:
     return str(value)
 
 
-def _timing_json(timing: TimingSummary) -> Dict[str, Any]:
+def timing_json(timing: TimingSummary) -> Dict[str, Any]:
     return dataclasses.asdict(timing)
+
+
+def engine_result_json(config: Any, result: EngineResult) -> Dict[str, Any]:
+    """One engine's (or variant's) numbers on one case: timing, accuracy, and derived rates."""
+    seconds = result.timing.median_us / 1e6
+    return {
+        "label": result.display_label,
+        "engine": result.engine,
+        "detail": result.detail,
+        **timing_json(result.timing),
+        "max_abs_error": _finite_or_text(result.max_abs_error),
+        "matches_reference": result.matches_reference,
+        "per_step_us": metrics.per_step_microseconds(config, result.timing.median_us),
+        "whh_gbytes_per_s": metrics.recurrent_weight_gbytes_per_second(config, seconds),
+        "gflops_per_s": metrics.gflops_per_second(config, seconds),
+    }
 
 
 def case_json(case: CaseResult) -> Dict[str, Any]:
     config = case.config
-    engines = {}
-    for name, result in case.engines.items():
-        seconds = result.timing.median_us / 1e6
-        engines[name] = {
-            "detail": result.detail,
-            **_timing_json(result.timing),
-            "max_abs_error": _finite_or_text(result.max_abs_error),
-            "matches_reference": result.matches_reference,
-            "per_step_us": metrics.per_step_microseconds(config, result.timing.median_us),
-            "whh_gbytes_per_s": metrics.recurrent_weight_gbytes_per_second(config, seconds),
-            "gflops_per_s": metrics.gflops_per_second(config, seconds),
-        }
+    engines = {name: engine_result_json(config, result) for name, result in case.engines.items()}
     return {
         "config": config.to_dict(),
         "shape": config.describe(),
@@ -258,18 +286,22 @@ def case_json(case: CaseResult) -> Dict[str, Any]:
     }
 
 
+def settings_json(settings: SuiteSettings) -> Dict[str, Any]:
+    return {**dataclasses.asdict(settings), "engines": list(settings.engines)}
+
+
 def render_json(run: BenchRun) -> str:
     document = {
         "command": run.command,
         "date": run.date,
         "machine": run.machine,
-        "settings": {**dataclasses.asdict(run.settings), "engines": list(run.settings.engines)},
+        "settings": settings_json(run.settings),
         "sgemm_peak_gflops": run.sgemm_peak_gflops,
         "timer_floor_ns": run.timer_floor_ns,
         "cases": [case_json(case) for case in run.cases],
         "notes": all_notes(run),
     }
-    return json.dumps(document, indent=2) + "\n"
+    return to_json(document)
 
 
 def _speedup_label(speedup: float) -> str:
@@ -318,6 +350,21 @@ def plot_speedups(run: BenchRun, path: Path) -> Optional[str]:
     return None
 
 
+def write_documents(out_dir: Path, documents: Mapping[str, str]) -> List[Path]:
+    """Write {file name: text} into out_dir (created if needed); return the paths in order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in documents.items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def to_json(document: Any) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
 def write_outputs(run: BenchRun, out_dir: Path, chart: bool) -> List[Path]:
     """Write results.md, results.json and (unless disabled or impossible) speedup.png; return paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -329,8 +376,5 @@ def write_outputs(run: BenchRun, out_dir: Path, chart: bool) -> List[Path]:
             run.notes.append(skipped)
         else:
             written.append(chart_path)
-    for name, text in (("results.md", render_markdown(run)), ("results.json", render_json(run))):
-        path = out_dir / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    written += write_documents(out_dir, {"results.md": render_markdown(run), "results.json": render_json(run)})
     return written

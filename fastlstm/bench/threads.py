@@ -1,0 +1,313 @@
+"""`fastlstm bench threads`: how each engine does with 1 and 2 threads, and whether fastlstm's default
+thread policy ever costs time.
+
+Per standard config, five variants are checked against torch and timed interleaved in one process
+(the standard suite's check-then-interleave path): fastlstm with `num_threads=1` and `num_threads=N`
+per call, fastlstm with no num_threads at all (the library's default policy: up to the CPUs this
+process may use, small work kept on the calling thread), torch with `torch.set_num_threads(N)`, and
+ORT with `intra_op_num_threads=N` (N = --threads, default 2). The default-policy check: its median must
+be within 5% of the 1-thread median on every config, since a default that splits work too small to
+gain would make every untuned user slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, List, Optional, Sequence
+
+from fastlstm.bench import report
+from fastlstm.bench.configs import CONFIGS_BY_NAME, select_configs
+from fastlstm.bench.options import (
+    add_budget_arguments,
+    add_engines_argument,
+    add_out_dir_argument,
+    add_priming_argument,
+    add_seed_argument,
+    budget_text,
+    case_progress,
+    check_priming,
+    mismatch_status,
+    now_text,
+    progress,
+    publish,
+    suite_settings,
+)
+from fastlstm.bench.suite import CaseResult, SuiteSettings, Variant, engine_variant, run_suite
+from fastlstm.bench.timing import measure_timer_floor_ns
+from fastlstm.bench.weights import make_input, random_weights
+
+DEFAULT_THREADS = 2
+# The default policy may be at most this much slower than 1 thread (median over median).
+DEFAULT_POLICY_TOLERANCE = 0.05
+OUTPUT_STEM = "threads"
+
+
+# Variant keys in results and JSON: fastlstm_1t, fastlstm_2t, fastlstm_default, torch_2t, ort_2t.
+KEY_1T = "fastlstm_1t"
+KEY_DEFAULT = "fastlstm_default"
+
+
+def key_nt(engine: str, threads: int) -> str:
+    return f"{engine}_{threads}t"
+
+
+def thread_variants(threads: int, default_threads: int, engines: Sequence[str]) -> List[Variant]:
+    """fastlstm 1T, NT and default policy, then torch and ORT at N threads (those in `engines`)."""
+    variants = [
+        engine_variant("fastlstm", 1, key=KEY_1T, label="fastlstm 1T"),
+        engine_variant("fastlstm", threads, key=key_nt("fastlstm", threads), label=f"fastlstm {threads}T"),
+        engine_variant("fastlstm", None, key=KEY_DEFAULT, label=f"fastlstm default ({default_threads}T)"),
+    ]
+    for engine, label in (("torch", "torch"), ("ort", "ORT")):
+        if engine in engines:
+            variants.append(engine_variant(engine, threads, key=key_nt(engine, threads), label=f"{label} {threads}T"))
+    return variants
+
+
+def default_over_1t(case: CaseResult) -> Optional[float]:
+    return report.time_ratio(case, KEY_DEFAULT, KEY_1T)
+
+
+def default_policy_ok(case: CaseResult) -> Optional[bool]:
+    ratio = default_over_1t(case)
+    return None if ratio is None else ratio <= 1 + DEFAULT_POLICY_TOLERANCE
+
+
+def speedup_nt_over_1t(case: CaseResult, threads: int) -> Optional[float]:
+    """fastlstm's 1-thread median over its N-thread median (above 1: the threads help)."""
+    ratio = report.time_ratio(case, key_nt("fastlstm", threads), KEY_1T)
+    return None if ratio is None else 1 / ratio
+
+
+def _speedup_text(speedup: Optional[float]) -> str:
+    return report.MISSING if speedup is None else f"{speedup:.2f}x"
+
+
+def _policy_cell(case: CaseResult) -> str:
+    ratio = default_over_1t(case)
+    if ratio is None:
+        return report.MISSING
+    verdict = "ok" if ratio <= 1 + DEFAULT_POLICY_TOLERANCE else f"SLOWER (+{100 * (ratio - 1):.0f}%)"
+    return f"{ratio:.2f} {verdict}"
+
+
+def threads_table(cases: Sequence[CaseResult], threads: int, variants: Sequence[Variant]) -> str:
+    nt = key_nt("fastlstm", threads)
+    baselines = [(key_nt(engine, threads), label) for engine, label in (("ort", "ORT"), ("torch", "torch"))]
+    baselines = [(key, label) for key, label in baselines if any(v.key == key for v in variants)]
+    header = ["config", "shape"] + [variant.label for variant in variants]
+    header += [f"fastlstm {threads}T/1T speedup"]
+    header += [f"fastlstm/{label} ({threads}T)" for _key, label in baselines]
+    header += ["default/1T (<= 1.05)"]
+    rows = []
+    for case in cases:
+        row = [case.config.name, case.config.describe()]
+        row += [report.time_cell(case, variant.key, with_p90=False) for variant in variants]
+        row.append(_speedup_text(speedup_nt_over_1t(case, threads)))
+        row += [report.format_ratio(report.time_ratio(case, nt, key)) for key, _label in baselines]
+        row.append(_policy_cell(case))
+        rows.append(row)
+    return report.markdown_table(header, rows)
+
+
+def policy_summary(cases: Sequence[CaseResult]) -> Optional[bool]:
+    """True if the default policy was within tolerance of 1 thread on every config that ran both."""
+    verdicts = [ok for ok in (default_policy_ok(case) for case in cases) if ok is not None]
+    return all(verdicts) if verdicts else None
+
+
+def render_markdown(
+    cases: Sequence[CaseResult],
+    settings: SuiteSettings,
+    variants: Sequence[Variant],
+    machine: Dict[str, Any],
+    command: str,
+    date: str,
+    timer_floor_ns: float,
+    default_threads: int,
+    notes: Sequence[str],
+) -> str:
+    threads = settings.threads
+    slower = [case.config.name for case in cases if default_policy_ok(case) is False]
+    verdict = policy_summary(cases)
+    verdict_text = {
+        True: "PASS: on every config the default policy's median is within "
+        f"{DEFAULT_POLICY_TOLERANCE:.0%} of 1 thread's",
+        False: f"FAIL: more than {DEFAULT_POLICY_TOLERANCE:.0%} slower than 1 thread on {', '.join(slower)}",
+        None: "not checked (fastlstm did not run)",
+    }[verdict]
+    lines = [
+        f"# fastlstm thread scaling: 1 vs {threads} threads",
+        "",
+        *report.header_lines(machine, date, command),
+        f"- timing: one process, all variants interleaved round-robin (rotating order), "
+        f"{report.timing_budget_text(settings)}, per-call perf_counter_ns; harness floor {timer_floor_ns:.0f} ns/call",
+        f"- {report.priming_text(settings.priming_seconds)}",
+        f"- fastlstm nT: `model(x, num_threads=n)`; fastlstm default: `model(x)`, i.e. the library's own policy "
+        f"(`fastlstm.get_num_threads()` = {default_threads}, the CPUs this process may run on; work too small "
+        "to gain from a split stays on the calling thread)",
+        f"- torch: `torch.set_num_threads({threads})`; ORT: `intra_op_num_threads={threads}`, inter-op 1, sequential",
+    ]
+    for label, detail in report.engine_details(cases).items():
+        lines.append(f"- {label}: {detail}")
+    lines += [
+        "",
+        "## Median time per call (microseconds)",
+        "",
+        f"Speedup is fastlstm 1T time over {threads}T time. fastlstm/X is fastlstm {threads}T's median over X's at "
+        f"{threads} threads: below 1 means fastlstm is faster. default/1T is the default policy's median over "
+        "1 thread's.",
+        "",
+        threads_table(cases, threads, variants),
+        "",
+        "## Default thread policy check",
+        "",
+        f"Default policy never more than {DEFAULT_POLICY_TOLERANCE:.0%} slower than 1 thread: {verdict_text}.",
+    ]
+    lines += report.notes_section(notes)
+    return "\n".join(lines) + "\n"
+
+
+def case_json(case: CaseResult, threads: int) -> Dict[str, Any]:
+    nt = key_nt("fastlstm", threads)
+    return {
+        "config": case.config.to_dict(),
+        "shape": case.config.describe(),
+        "rounds": case.rounds,
+        "warmup_rounds": case.warmup_rounds,
+        "variants": {key: report.engine_result_json(case.config, result) for key, result in case.engines.items()},
+        "fastlstm_speedup_nt_over_1t": speedup_nt_over_1t(case, threads),
+        "fastlstm_nt_time_over_ort_nt": report.time_ratio(case, nt, key_nt("ort", threads)),
+        "fastlstm_nt_time_over_torch_nt": report.time_ratio(case, nt, key_nt("torch", threads)),
+        "fastlstm_default_time_over_1t": default_over_1t(case),
+        "default_policy_ok": default_policy_ok(case),
+        "notes": case.notes,
+    }
+
+
+def render_json(
+    cases: Sequence[CaseResult],
+    settings: SuiteSettings,
+    machine: Dict[str, Any],
+    command: str,
+    date: str,
+    timer_floor_ns: float,
+    default_threads: int,
+    notes: Sequence[str],
+) -> str:
+    return report.to_json(
+        {
+            "command": command,
+            "date": date,
+            "machine": machine,
+            "settings": {
+                **report.settings_json(settings),
+                "fastlstm_default_threads": default_threads,
+                "default_policy_tolerance": DEFAULT_POLICY_TOLERANCE,
+            },
+            "timer_floor_ns": timer_floor_ns,
+            "default_policy_ok": policy_summary(cases),
+            "cases": [case_json(case, settings.threads) for case in cases],
+            "notes": list(notes),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------------- CLI
+DESCRIPTION = __doc__.split("\n\n", 1)[1] + """
+Writes threads.md and threads.json into --out-dir. Exit status 1 if any variant's output differs from
+torch's; a failed default-policy check is reported (table, summary, stderr) but, being a timing
+verdict on a noisy machine, does not change the exit status.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "threads",
+        help="1 vs 2 threads for fastlstm, torch and ORT, and fastlstm's default thread policy",
+        description=DESCRIPTION,
+        epilog="standard configs:\n" + "\n".join(f"  {n:<18} {c.describe()}" for n, c in CONFIGS_BY_NAME.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--configs",
+        default="all",
+        metavar="NAMES",
+        help="comma-separated standard configs, or 'all' (default: all)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help=f"the multi-thread count compared with 1 thread (default: {DEFAULT_THREADS}; at least 2)",
+    )
+    add_engines_argument(parser, "; fastlstm is required")
+    add_budget_arguments(parser)
+    add_priming_argument(parser)
+    add_out_dir_argument(parser, f"{OUTPUT_STEM}.md and {OUTPUT_STEM}.json")
+    add_seed_argument(parser)
+    parser.set_defaults(handler=run, parser=parser)
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    parser: argparse.ArgumentParser = args.parser
+    check_priming(args, parser)
+    if args.threads < 2:
+        parser.error("--threads must be at least 2 (it is compared with 1 thread)")
+    if "fastlstm" not in args.engines:
+        parser.error("--engines must include fastlstm")
+    try:
+        configs = select_configs(args.configs)
+    except ValueError as error:
+        parser.error(str(error))
+
+    import fastlstm
+
+    from fastlstm.bench import machine
+
+    settings = suite_settings(args, args.engines, args.threads)
+    notes: List[str] = []
+    # The default policy is measured as the library ships it, whatever this process set before.
+    default_threads = machine.available_cpus()
+    previous_threads = fastlstm.get_num_threads()
+    if previous_threads != default_threads:
+        notes.append(
+            f"fastlstm's thread count had been set to {previous_threads} in this process; the run used the "
+            f"default ({default_threads}) and restored it afterwards"
+        )
+    variants = thread_variants(args.threads, default_threads, args.engines)
+    progress(
+        f"fastlstm bench threads: {len(configs)} config(s), variants {', '.join(v.label for v in variants)}, "
+        f"{budget_text(args)} each, priming {args.prime_ms:g} ms per turn"
+    )
+    date = now_text()
+    timer_floor_ns = measure_timer_floor_ns()
+    fastlstm.set_num_threads(default_threads)
+    try:
+        sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
+        cases = run_suite(sources, settings, make_input, progress=case_progress, variants=variants)
+    finally:
+        fastlstm.set_num_threads(previous_threads)
+
+    notes = report.merged_notes(notes, cases)
+    machine_info = machine.describe_machine()
+    common = dict(
+        machine=machine_info,
+        command=command,
+        date=date,
+        timer_floor_ns=timer_floor_ns,
+        default_threads=default_threads,
+        notes=notes,
+    )
+    markdown = render_markdown(cases, settings, variants, **common)
+    json_text = render_json(cases, settings, **common)
+    publish(args.out_dir, {f"{OUTPUT_STEM}.md": markdown, f"{OUTPUT_STEM}.json": json_text}, markdown)
+
+    slower = [case.config.name for case in cases if default_policy_ok(case) is False]
+    if slower:
+        progress(
+            f"!! fastlstm's default thread policy was more than {DEFAULT_POLICY_TOLERANCE:.0%} slower than "
+            f"1 thread on: {', '.join(slower)}"
+        )
+    return mismatch_status(cases)
