@@ -19,14 +19,31 @@ namespace py = pybind11;
 namespace fastlstm {
 namespace {
 
-std::string shape_string(const std::vector<int64_t>& shape) {
+// An expected array shape of up to three dimensions; a value type, so the per-call checks of the
+// streaming path allocate nothing.
+struct Shape {
+  int64_t dims[3] = {0, 0, 0};
+  int ndim = 0;
+  Shape(std::initializer_list<int64_t> values) {
+    for (int64_t v : values) dims[ndim++] = v;
+  }
+  bool matches(const py::array& a) const {
+    if (a.ndim() != ndim) return false;
+    for (int i = 0; i < ndim; ++i)
+      if (a.shape(i) != dims[i]) return false;
+    return true;
+  }
+};
+
+std::string shape_string(const int64_t* dims, py::ssize_t ndim) {
   std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + (shape.size() == 1 ? ",)" : ")");
+  for (py::ssize_t i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (ndim == 1 ? ",)" : ")");
 }
 
-std::vector<int64_t> shape_of(const py::array& a) {
-  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+std::string shape_string(const py::array& a) {
+  std::vector<int64_t> dims(a.shape(), a.shape() + a.ndim());
+  return shape_string(dims.data(), a.ndim());
 }
 
 // Arguments arrive as Python objects so a wrong type gets a TypeError naming it, not a cast error.
@@ -39,7 +56,8 @@ py::array as_array(const py::object& value, const char* name) {
 
 template <typename T>
 void require_dtype(const py::array& a, const char* name) {
-  if (a.dtype().num() != py::dtype::of<T>().num())
+  static const int expected = py::dtype::of<T>().num();
+  if (py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->type_num != expected)
     throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
                          ", got " + std::string(py::str(a.dtype())));
 }
@@ -59,8 +77,10 @@ struct Span {
   bool overlaps(const Span& other) const { return begin < other.end && other.begin < end; }
 };
 
-Span span_of(const py::array& a) {
-  if (!a || a.size() == 0) return {};
+Span span_of(const py::handle& handle) {
+  if (!handle) return {};
+  const auto a = py::reinterpret_borrow<py::array>(handle);
+  if (a.size() == 0) return {};
   const char* lo = static_cast<const char*>(a.data());
   const char* hi = lo;
   for (py::ssize_t i = 0; i < a.ndim(); ++i) {
@@ -84,12 +104,12 @@ int64_t element_stride(const py::array& x, py::ssize_t axis, bool last) {
 
 // A C-contiguous, aligned array of dtype T and exactly this shape.
 template <typename T>
-void require_array(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
+void require_array(const py::array& a, const char* name, const Shape& shape) {
   require_dtype<T>(a, name);
   require_aligned<T>(a, name);
-  if (shape_of(a) != shape)
-    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape) + ", got " +
-                                shape_string(shape_of(a)));
+  if (!shape.matches(a))
+    throw std::invalid_argument(std::string(name) + " must have shape " + shape_string(shape.dims, shape.ndim) +
+                                ", got " + shape_string(a));
   if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
 }
 
@@ -147,13 +167,14 @@ class PyPackedLstm {
     }
 
     const int64_t layers = dims.num_layers * dims.num_directions();
-    const std::vector<int64_t> h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
+    const Shape h_shape{layers, batch, dims.output_size()}, c_shape{layers, batch, dims.hidden_size};
     Arrays arrays;
     bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     if (!lengths.is_none()) {
-      arrays.lengths = as_array(lengths, "lengths");
-      require_array<int64_t>(arrays.lengths, "lengths", {batch});
-      req.lengths = static_cast<const int64_t*>(arrays.lengths.data());
+      py::array array = as_array(lengths, "lengths");
+      require_array<int64_t>(array, "lengths", {batch});
+      req.lengths = static_cast<const int64_t*>(array.data());
+      arrays.lengths = std::move(array);
       for (int64_t b = 0; b < batch; ++b)
         if (req.lengths[b] < 1 || req.lengths[b] > steps)
           throw std::invalid_argument("lengths must lie in [1, " + std::to_string(steps) + "], got " +
@@ -161,8 +182,7 @@ class PyPackedLstm {
     }
 
     const int64_t width = dims.num_directions() * dims.output_size();
-    const std::vector<int64_t> out_shape =
-        batch_first ? std::vector<int64_t>{batch, steps, width} : std::vector<int64_t>{steps, batch, width};
+    const Shape out_shape = batch_first ? Shape{batch, steps, width} : Shape{steps, batch, width};
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
@@ -178,7 +198,7 @@ class PyPackedLstm {
     require_dtype<T>(x, "input");
     if (x.ndim() != 1 && x.ndim() != 2)
       throw std::invalid_argument("step input must be (batch, input_size) or (input_size,), got " +
-                                  shape_string(shape_of(x)));
+                                  shape_string(x));
     const bool unbatched = x.ndim() == 1;
     if (x.shape(x.ndim() - 1) != dims.input_size)
       throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
@@ -196,11 +216,9 @@ class PyPackedLstm {
 
     const int64_t layers = dims.num_layers * dims.num_directions();
     const int64_t width = dims.num_directions() * dims.output_size();
-    auto shape = [&](int64_t size) {
-      return unbatched ? std::vector<int64_t>{layers, size} : std::vector<int64_t>{layers, batch, size};
-    };
-    const std::vector<int64_t> h_shape = shape(dims.output_size()), c_shape = shape(dims.hidden_size);
-    const std::vector<int64_t> out_shape = unbatched ? std::vector<int64_t>{width} : std::vector<int64_t>{batch, width};
+    auto shape = [&](int64_t size) { return unbatched ? Shape{layers, size} : Shape{layers, batch, size}; };
+    const Shape h_shape = shape(dims.output_size()), c_shape = shape(dims.hidden_size);
+    const Shape out_shape = unbatched ? Shape{width} : Shape{batch, width};
     Arrays arrays;
     bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
@@ -212,7 +230,7 @@ class PyPackedLstm {
  private:
   // Arrays a call keeps alive while the kernels use their memory.
   struct Arrays {
-    py::array h0, c0, lengths, out, h_n, c_n;
+    py::object h0, c0, lengths, out, h_n, c_n;  // null until bound (no empty-array allocations)
   };
 
   // Outputs written while inputs are still being read would corrupt the result. The one aliasing
@@ -244,28 +262,33 @@ class PyPackedLstm {
   }
 
   static void bind_initial_state(ForwardRequest<T>& req, Arrays& arrays, const py::object& h0, const py::object& c0,
-                                 const std::vector<int64_t>& h_shape, const std::vector<int64_t>& c_shape) {
+                                 const Shape& h_shape, const Shape& c_shape) {
     if (!h0.is_none()) {
-      arrays.h0 = as_array(h0, "h0");
-      require_array<T>(arrays.h0, "h0", h_shape);
-      req.h0 = static_cast<const T*>(arrays.h0.data());
+      py::array array = as_array(h0, "h0");
+      require_array<T>(array, "h0", h_shape);
+      req.h0 = static_cast<const T*>(array.data());
+      arrays.h0 = std::move(array);
     }
     if (!c0.is_none()) {
-      arrays.c0 = as_array(c0, "c0");
-      require_array<T>(arrays.c0, "c0", c_shape);
-      req.c0 = static_cast<const T*>(arrays.c0.data());
+      py::array array = as_array(c0, "c0");
+      require_array<T>(array, "c0", c_shape);
+      req.c0 = static_cast<const T*>(array.data());
+      arrays.c0 = std::move(array);
     }
   }
 
   static void bind_outputs(ForwardRequest<T>& req, Arrays& arrays, const py::object& out, const py::object& h_n,
-                           const py::object& c_n, const std::vector<int64_t>& out_shape,
-                           const std::vector<int64_t>& h_shape, const std::vector<int64_t>& c_shape) {
-    arrays.out = output_array(out, "out", out_shape);
-    arrays.h_n = output_array(h_n, "h_n", h_shape);
-    arrays.c_n = output_array(c_n, "c_n", c_shape);
-    req.out = static_cast<T*>(arrays.out.mutable_data());
-    req.h_n = static_cast<T*>(arrays.h_n.mutable_data());
-    req.c_n = static_cast<T*>(arrays.c_n.mutable_data());
+                           const py::object& c_n, const Shape& out_shape, const Shape& h_shape,
+                           const Shape& c_shape) {
+    py::array out_array = output_array(out, "out", out_shape);
+    py::array h_n_array = output_array(h_n, "h_n", h_shape);
+    py::array c_n_array = output_array(c_n, "c_n", c_shape);
+    req.out = static_cast<T*>(out_array.mutable_data());
+    req.h_n = static_cast<T*>(h_n_array.mutable_data());
+    req.c_n = static_cast<T*>(c_n_array.mutable_data());
+    arrays.out = std::move(out_array);
+    arrays.h_n = std::move(h_n_array);
+    arrays.c_n = std::move(c_n_array);
   }
 
   py::tuple run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads) const {
@@ -278,8 +301,8 @@ class PyPackedLstm {
   }
 
   // The caller's buffer when given (checked, so the kernels can write it blindly), else a new array.
-  static py::array output_array(const py::object& given, const char* name, const std::vector<int64_t>& shape) {
-    if (given.is_none()) return py::array_t<T>(shape);
+  static py::array output_array(const py::object& given, const char* name, const Shape& shape) {
+    if (given.is_none()) return py::array_t<T>(std::vector<py::ssize_t>(shape.dims, shape.dims + shape.ndim));
     py::array array = as_array(given, name);
     require_array<T>(array, name, shape);
     if (!array.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
@@ -290,7 +313,7 @@ class PyPackedLstm {
     std::vector<const T*> pointers;
     const int64_t H = dims.hidden_size;
     std::size_t next = 0;
-    auto take = [&](const std::vector<int64_t>& shape) {
+    auto take = [&](const Shape& shape) {
       if (next >= weights.size())
         throw std::invalid_argument("expected more weight arrays than the " + std::to_string(weights.size()) + " given");
       const py::array& a = weights[next++];

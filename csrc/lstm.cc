@@ -161,6 +161,7 @@ class PackedLstm<T>::Pass {
   }
 
   void run() {
+    if (team_size_ == 1) return run_member(0);  // the common small call: no pool, no std::function
     std::function<void(int)> setup = [&](int team) {
       team_size_ = team;
       sync_.reset(dims_.bidirectional ? 2 : team);  // bidirectional teams share out directions
@@ -276,22 +277,17 @@ class PackedLstm<T>::Pass {
     team.sync->run_phase(team.rank, *team.phase, [&](int chunk) { work(share_of(team, chunk)); });
   }
 
+  // One layer and direction. Work is grouped into as few phases as the data dependencies allow,
+  // one per step (two with a projection): what a share needs that depends only on its own units
+  // (initial c, the chunk's input projection) rides along with its gates. The final state gets a
+  // phase of its own because h_n may be h0 itself (a stream updated in place), which every share's
+  // first step reads in full.
   void run_direction(int64_t layer, int64_t d, const Team& team, int member) {
     const DirectionWeights& w = model_.directions_[layer * dims_.num_directions() + d];
     DirectionScratch<T>& scratch = ws_.directions[d];
     MemberScratch<T>& mine = ws_.members[member];
     const bool reverse = d == 1;
-    const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
-
-    phase(team, [&](const Share& share) {
-      for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
-        T* c = scratch.c.data() + s * Hp;
-        std::fill(c + share.panels.begin * kPanelWidth<T>, c + share.panels.end * kPanelWidth<T>, T(0));
-        if (req_.c0 != nullptr)
-          std::copy(req_.c0 + state_index(layer, d, s) * H + share.units.begin,
-                    req_.c0 + state_index(layer, d, s) * H + share.units.end, c + share.units.begin);
-      }
-    });
+    const bool project = dims_.proj_size > 0;
 
     const int64_t chunks = (steps_ + chunk_steps_ - 1) / chunk_steps_;
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
@@ -300,25 +296,41 @@ class PackedLstm<T>::Pass {
         t_lo = std::max<int64_t>(0, steps_ - (chunk + 1) * chunk_steps_);
         t_hi = steps_ - chunk * chunk_steps_;
       }
-      phase(team, [&](const Share& share) { project_inputs(layer, w, scratch, mine, share, t_lo, t_hi); });
       for (int64_t i = 0; i < t_hi - t_lo; ++i) {
         const int64_t t = reverse ? t_hi - 1 - i : t_lo + i;
-        phase(team, [&](const Share& share) { step_gates(layer, d, w, scratch, mine, share, t, t_lo); });
-        if (dims_.proj_size > 0)
-          phase(team, [&](const Share& share) { step_projection(layer, d, w, scratch, mine, share, t); });
+        phase(team, [&](const Share& share) {
+          if (chunk == 0 && i == 0) init_cell_state(layer, d, scratch, share);
+          if (i == 0) project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
+          step_gates(layer, d, w, scratch, mine, share, t, t_lo);
+        });
+        if (project) phase(team, [&](const Share& share) { step_projection(layer, d, w, scratch, mine, share, t); });
       }
     }
+    phase(team, [&](const Share& share) { copy_final_state(layer, d, scratch, share); });
+  }
 
-    phase(team, [&](const Share& share) {
-      for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
-        const int64_t t_last = reverse ? 0 : length_[s] - 1;
-        const T* h_last = output_row(layer, d, t_last, s);
-        std::copy(h_last + share.out_units.begin, h_last + share.out_units.end,
-                  req_.h_n + state_index(layer, d, s) * h_out_ + share.out_units.begin);
-        std::copy(scratch.c.data() + s * Hp + share.units.begin, scratch.c.data() + s * Hp + share.units.end,
-                  req_.c_n + state_index(layer, d, s) * H + share.units.begin);
-      }
-    });
+  void init_cell_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const Share& share) {
+    const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
+    for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
+      T* c = scratch.c.data() + s * Hp;
+      std::fill(c + share.panels.begin * kPanelWidth<T>, c + share.panels.end * kPanelWidth<T>, T(0));
+      if (req_.c0 != nullptr)
+        std::copy(req_.c0 + state_index(layer, d, s) * H + share.units.begin,
+                  req_.c0 + state_index(layer, d, s) * H + share.units.end, c + share.units.begin);
+    }
+  }
+
+  // h_n and c_n: each row's state at its own last step (step 0 going backward).
+  void copy_final_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const Share& share) {
+    const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
+    for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
+      const int64_t t_last = d == 1 ? 0 : length_[s] - 1;
+      const T* h_last = output_row(layer, d, t_last, s);
+      std::copy(h_last + share.out_units.begin, h_last + share.out_units.end,
+                req_.h_n + state_index(layer, d, s) * h_out_ + share.out_units.begin);
+      std::copy(scratch.c.data() + s * Hp + share.units.begin, scratch.c.data() + s * Hp + share.units.end,
+                req_.c_n + state_index(layer, d, s) * H + share.units.begin);
+    }
   }
 
   T* z_row(DirectionScratch<T>& scratch, int64_t t, int64_t t_lo, int64_t s) {

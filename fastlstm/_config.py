@@ -10,6 +10,11 @@ import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Far beyond any real LSTM; refusing larger sizes up front turns a typo into a clear error instead
+# of a MemoryError or an index overflow.
+MAX_PARAMETER_ELEMENTS = 2**31
+MAX_MODEL_BYTES = 2**34
+
 # nn.LSTM parameter names: weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0, ...
 PARAMETER_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
@@ -99,6 +104,34 @@ class LSTMConfig:
             if self.proj_size > 0:
                 shapes[rest[-1]] = (self.proj_size, self.hidden_size)
         return shapes
+
+    def check_size(self, itemsize: int) -> None:
+        """Refuse a config whose parameters would be absurdly large, by exact integer arithmetic on
+        the sizes alone (layers >= 1 all have the same shapes), before anything is allocated."""
+        gates = 4 * self.hidden_size
+        total = 0
+        for layer, count in ((0, 1), (1, self.num_layers - 1)):
+            if count == 0:
+                continue
+            shapes = {
+                "weight_ih": (gates, self.layer_input_size(layer)),
+                "weight_hh": (gates, self.output_hidden_size),
+                "weight_hr": (self.proj_size, self.hidden_size),
+            }
+            elements = 2 * gates if self.bias else 0
+            for name, (rows, cols) in shapes.items():
+                if rows * cols > MAX_PARAMETER_ELEMENTS:
+                    raise ValueError(
+                        f"{name}_l{layer} of shape ({rows}, {cols}) is too large ({rows * cols} elements; "
+                        f"fastlstm accepts at most {MAX_PARAMETER_ELEMENTS} per tensor)"
+                    )
+                elements += rows * cols
+            total += count * self.num_directions * elements * itemsize
+        if total > MAX_MODEL_BYTES:
+            raise ValueError(
+                f"the LSTM's parameters are too large: {total} bytes, and fastlstm accepts at most "
+                f"{MAX_MODEL_BYTES} (2**34) in all"
+            )
 
     def layers_and_directions(self) -> Iterator[Tuple[int, int]]:
         for layer in range(self.num_layers):

@@ -54,6 +54,7 @@ class LSTM:
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         dtype = normalize_dtype(dtype)
+        config.check_size(dtype.itemsize)
         if weights is None:
             weights = _random_weights(config, dtype, seed)
         else:
