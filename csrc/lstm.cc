@@ -1,7 +1,6 @@
 #include "lstm.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -22,7 +21,7 @@ constexpr int64_t kChunkBytes = 256 * 1024;
 
 // A call's work is split across threads only when a step is big enough to pay for a sync
 // (~0.1-0.3 us between cores) or, for the two directions, when a whole direction is.
-constexpr int64_t kMinSplitStepMacs = int64_t(1) << 17;
+constexpr int64_t kMinSplitStepMacs = int64_t(1) << 16;
 constexpr int64_t kMinDirectionMacs = int64_t(1) << 18;
 // With this many rows per thread, threads take whole sequences (no barriers at all) rather than
 // sharing each step's hidden units: the GEMM over a thread's rows still reuses the weights well.
@@ -162,24 +161,12 @@ class PackedLstm<T>::Pass {
 
   void run() {
     if (team_size_ == 1) return run_member(0);  // the common small call: no pool, no std::function
-    std::function<void(int)> setup = [&](int team) {
-      team_size_ = team;
-      sync_.reset(dims_.bidirectional ? 2 : team);  // bidirectional teams share out directions
-    };
-    std::function<void(int, int)> job = [&](int member, int) { run_member(member); };
-    ThreadPool::instance().run(team_size_, join_window(), setup, job);
+    sync_.reset(dims_.bidirectional ? 2 : team_size_);
+    std::function<void(int)> job = [&](int member) { run_member(member); };
+    ThreadPool::instance().run(team_size_, job);
   }
 
  private:
-  // Waiting for a worker to join costs at most ~5% of the call's single-thread time, estimated
-  // from its multiply-adds at a conservative ~10 per nanosecond.
-  std::chrono::nanoseconds join_window() const {
-    int64_t macs = 0;
-    for (int64_t layer = 0; layer < dims_.num_layers; ++layer)
-      macs += dims_.num_directions() * steps_ * batch_ * 4 * dims_.hidden_size * (dims_.layer_input_size(layer) + h_out_);
-    return std::chrono::nanoseconds(std::clamp<int64_t>(macs / 10 / 20, 10'000, 1'000'000));
-  }
-
   int choose_team_size(int threads) {
     const int64_t H = dims_.hidden_size;
     if (threads <= 1 || batch_ == 0) return 1;
@@ -197,18 +184,23 @@ class PackedLstm<T>::Pass {
     return static_cast<int>(std::min<int64_t>({threads, panels, 8}));
   }
 
+  // Every member runs the same sequence of phases; whichever members are present share each
+  // phase's chunks, so the result is the same with one member or all of them.
   void run_member(int member) {
     uint64_t phase = 0;
     for (int64_t layer = 0; layer < dims_.num_layers; ++layer) {
       if (dims_.bidirectional && team_size_ > 1) {
-        // The directions are independent within a layer: each is one chunk of a phase, run by a
-        // single thread; the phase ends when both are done, before the next layer reads them.
+        // The directions are independent within a layer: each is one chunk, run by one thread.
         sync_.run_phase(member, phase, [&](int d) { run_direction(layer, d, {0, 1, nullptr, nullptr, false}, member); });
-      } else {
-        // Hidden-unit teams end every direction with a completed phase, and a member's rows
-        // depend only on its own rows below: no further synchronisation between layers.
+      } else if (split_rows_) {
+        // Each chunk is a group of whole sequences, run by one thread through every step.
         for (int64_t d = 0; d < dims_.num_directions(); ++d)
-          run_direction(layer, d, {member, team_size_, &sync_, &phase, split_rows_}, member);
+          sync_.run_phase(member, phase, [&](int rows) {
+            run_direction(layer, d, {rows, team_size_, nullptr, nullptr, true}, member);
+          });
+      } else {
+        for (int64_t d = 0; d < dims_.num_directions(); ++d)
+          run_direction(layer, d, {member, team_size_, &sync_, &phase, false}, member);
       }
     }
   }
@@ -459,7 +451,7 @@ class PackedLstm<T>::Pass {
   std::vector<int64_t>& length_;  // per slot
   std::vector<int64_t>& active_;  // per step: rows still running
   int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
-  int team_size_ = 1;        // at most this many threads; the final team is decided in run()
+  int team_size_ = 1;        // chunks per phase, and the most threads that may share them
   bool split_rows_ = false;  // members take batch rows rather than hidden units
   PhaseSync sync_;           // shares out each phase's chunks among the team
 };

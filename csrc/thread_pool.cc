@@ -52,7 +52,7 @@ void ThreadPool::worker_loop(int /*index*/) {
   uint64_t seen = generation_.load(std::memory_order_acquire);
   for (;;) {
     // Back-to-back calls find the worker still spinning; idle workers sleep.
-    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
     while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_deadline)
       cpu_relax();
     if (generation_.load(std::memory_order_acquire) == seen) {
@@ -72,21 +72,16 @@ void ThreadPool::worker_loop(int /*index*/) {
         break;
       }
     }
-    if (member < 0) continue;  // too late for this call, or not needed
-    spin_until([&] { return go_.load(std::memory_order_acquire) == seen; });
-    (*job_)(member, team_);
+    if (member < 0) continue;  // the call has finished, or has all the helpers it wants
+    (*job_)(member);
     done_.fetch_add(1, std::memory_order_release);
   }
 }
 
-// A spinning worker joins in well under a microsecond; one asleep needs a wake-up, which on a VM
-// can take ~100 us; past the window its core is likely busy elsewhere and the caller goes without.
-void ThreadPool::run(int max_members, std::chrono::nanoseconds join_window, const std::function<void(int)>& setup,
-                     const std::function<void(int, int)>& job) {
-  std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-  if (max_members <= 1 || !busy.owns_lock()) {
-    setup(1);
-    job(0, 1);
+void ThreadPool::run(int max_members, const std::function<void(int)>& job) {
+  std::unique_lock<std::mutex> busy(busy_, std::defer_lock);
+  if (max_members <= 1 || !busy.try_lock()) {
+    job(0);  // the job's phases give every chunk to whoever claims it: here, the caller alone
     return;
   }
   ensure_workers(max_members - 1);
@@ -101,17 +96,9 @@ void ThreadPool::run(int max_members, std::chrono::nanoseconds join_window, cons
     generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-
-  const auto deadline = std::chrono::steady_clock::now() + join_window;
-  spin_until([&] {
-    return static_cast<int>(join_.load(std::memory_order_acquire) & kJoinedMask) == max_members - 1 ||
-           std::chrono::steady_clock::now() >= deadline;
-  });
+  // The caller starts at once; workers join whenever they get a core, up to the end of the call.
+  job(0);
   const int joined = static_cast<int>(join_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
-  team_ = joined + 1;
-  setup(team_);
-  go_.store(generation, std::memory_order_release);
-  job(0, team_);
   spin_until([&] { return done_.load(std::memory_order_acquire) == joined; });
 }
 

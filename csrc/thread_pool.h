@@ -83,14 +83,12 @@ class ThreadPool {
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
   void set_num_threads(int n);
 
-  // Runs job(member, team) on a team of up to max_members threads, member 0 being the caller, and
-  // returns when all are done. The team is whoever joins within a short window: a worker that is
-  // descheduled (a busy, shared machine) or a pool held by another call (concurrent callers) shrinks
-  // the team, down to the caller alone, instead of making the call wait or oversubscribing cores.
-  // setup(team) runs on the caller once the team is known, before any member starts.
-  // join_window bounds the caller's wait for the team: keep it a small fraction of the call.
-  void run(int max_members, std::chrono::nanoseconds join_window, const std::function<void(int)>& setup,
-           const std::function<void(int, int)>& job);
+  // Runs job(member) on the caller (member 0) and on up to max_members - 1 workers, each joining
+  // whenever it gets a core, until the caller has finished; returns when every member has. A job
+  // must therefore be correct with any subset of members, its work shared through PhaseSync
+  // claims: a worker that is descheduled (a busy, shared machine) or held by another call
+  // (concurrent callers run alone) never makes the caller wait, and cores are never oversubscribed.
+  void run(int max_members, const std::function<void(int)>& job);
 
  private:
   ThreadPool();
@@ -106,11 +104,9 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   // [generation:32][closed:1][joined:31]: workers join the current generation's team by CAS.
   std::atomic<uint64_t> join_{0};
-  std::atomic<uint64_t> go_{0};  // the generation whose team is final
   std::atomic<int> done_{0};
-  const std::function<void(int, int)>* job_ = nullptr;
+  const std::function<void(int)>* job_ = nullptr;
   int max_members_ = 0;
-  int team_ = 1;
 };
 
 }  // namespace fastlstm
