@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 
 from ._config import SUPPORTED_DTYPES, LSTMConfig
-from ._state_dict import extract_lstm
+from ._state_dict import check_parameter_sizes, extract_lstm
 
 __all__ = [
     "FORMAT_VERSION",
@@ -132,14 +132,28 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, np.ndarray], Optional[Dict[
     unsupported: Optional[Tuple[str, str]] = None
     try:
         with safe_open(str(path), framework="np") as handle:
-            raw_metadata = handle.metadata() or {}
+            # Everything the header declares is checked before any tensor is read: the file is
+            # memory-mapped, so a sparse file of a few kilobytes can declare terabytes.
+            metadata = _fastlstm_metadata(path, handle.metadata() or {})
+            _check_declared_config(path, metadata)
+            declared = []
             for key in handle.keys():
-                dtype = handle.get_slice(key).get_dtype()
-                if dtype == "BF16" or dtype.startswith("F8"):
+                view = handle.get_slice(key)
+                dtype = view.get_dtype()
+                if unsupported is None and (dtype == "BF16" or dtype.startswith("F8")):
                     unsupported = (key, dtype)
-                    break
-                tensors[key] = handle.get_tensor(key)
-    except Exception as exc:
+                declared.append((key, view.get_shape(), _SAFETENSORS_ITEMSIZE.get(dtype, 8)))
+            check_parameter_sizes(declared, f"{str(path)!r}: the tensors")
+            if unsupported is None:
+                for key in handle.keys():
+                    tensors[key] = handle.get_tensor(key)
+    except BaseException as exc:
+        # pyo3 reports a panic inside safetensors (e.g. a failed allocation) as PanicException,
+        # which derives from BaseException; it is still a file we cannot read, not an exit.
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
+        if isinstance(exc, ValueError) and str(exc).startswith(repr(str(path))):
+            raise  # our own error, already naming the file
         raise ValueError(
             f"{str(path)!r} could not be read as a safetensors file ({_first_line(exc)}); "
             f"it may be truncated or corrupted"
@@ -152,7 +166,38 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, np.ndarray], Optional[Dict[
             f"float64 weights: convert the module to float32/float64 first (e.g. model.float()) "
             f"and save again"
         )
-    return tensors, _fastlstm_metadata(path, raw_metadata)
+    return tensors, metadata
+
+
+# Bytes per element of safetensors dtypes (unknown ones count as 8, the widest, for size limits).
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+}
+
+
+def _check_declared_config(path: Path, metadata: Optional[Dict[str, str]]) -> None:
+    """Refuse fastlstm metadata describing a model over the size limits, by arithmetic alone.
+
+    Metadata that does not parse is left to load_config_and_weights, which reports it; this
+    only stops a file from claiming, say, hidden_size=10**12 or num_layers=10**9, before the
+    tensors are read (weights are at least 4 bytes per element).
+    """
+    if metadata is None:
+        return
+    try:
+        config = LSTMConfig.from_metadata(metadata)
+    except (TypeError, ValueError):
+        return
+    try:
+        config.check_size(4)  # weights take at least 4 bytes per element
+    except ValueError as exc:
+        raise ValueError(
+            f"{str(path)!r}: the model its fastlstm metadata describes is refused ({exc}); "
+            f"the file's metadata is corrupt or hostile"
+        ) from None
 
 
 def _fastlstm_metadata(path: Path, raw: Mapping[str, str]) -> Optional[Dict[str, str]]:
@@ -192,6 +237,9 @@ def _read_npz(path: Path) -> Dict[str, np.ndarray]:
         raise ValueError(f"{str(path)!r} is not an .npz archive")
     arrays: Dict[str, np.ndarray] = {}
     with archive:
+        # numpy allocates what each member's header declares before reading (or inflating) its
+        # data, so a small or compressed archive can claim any size: check the headers first.
+        check_parameter_sizes(_npz_declared_sizes(path, archive), f"{str(path)!r}: the arrays")
         for key in archive.files:
             try:
                 arrays[key] = archive[key]
@@ -205,6 +253,29 @@ def _read_npz(path: Path) -> Dict[str, np.ndarray]:
             except Exception as exc:  # truncated or corrupt members: zlib, zipfile, EOF errors
                 raise _npz_error(path, exc) from exc
     return arrays
+
+
+def _npz_declared_sizes(path: Path, archive: Any) -> list:
+    """(name, shape, itemsize) from each .npy member's header, reading no array data."""
+    from numpy.lib import format as npy_format
+
+    declared = []
+    try:
+        for name in archive.zip.namelist():
+            with archive.zip.open(name) as member:
+                if member.read(6) != npy_format.MAGIC_PREFIX:
+                    continue  # not an array; np.load returns such members as bytes
+                version = tuple(member.read(2))
+                if version == (1, 0):
+                    shape, _, dtype = npy_format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = npy_format.read_array_header_2_0(member)
+                else:
+                    continue  # left for np.load to read or reject
+            declared.append((name[:-4] if name.endswith(".npy") else name, shape, dtype.itemsize))
+    except Exception as exc:  # corrupt headers or members: reported like any unreadable archive
+        raise _npz_error(path, exc) from exc
+    return declared
 
 
 def _npz_error(path: Path, exc: BaseException) -> ValueError:

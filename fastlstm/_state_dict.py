@@ -18,24 +18,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._config import PARAMETER_NAME, LSTMConfig
+from ._config import MAX_MODEL_BYTES, MAX_PARAMETER_ELEMENTS, PARAMETER_NAME, LSTMConfig
 
 __all__ = [
-    "MAX_PARAMETER_ELEMENTS",
-    "MAX_MODEL_BYTES",
     "check_parameter_sizes",
-    "check_total_bytes",
     "flatten_state_dict",
     "find_lstm_prefixes",
     "extract_lstm",
 ]
-
-# Size limits on what a loader will read, copy or pack. Far above any LSTM one would serve on a
-# CPU (hidden_size 16384 is 2**30 elements per W_hh), and low enough that a hostile or corrupt file
-# or array (a sparse file, a broadcast view, a header claiming 10**12 units) is refused by
-# arithmetic on its declared shapes before anything of that size is allocated.
-MAX_PARAMETER_ELEMENTS = 2**31
-MAX_MODEL_BYTES = 2**34
 
 # The key every nn.LSTM state_dict has; nn.LSTMCell's is plain "weight_ih" and must not match.
 _ANCHOR = "weight_ih_l0"
@@ -144,8 +134,10 @@ def extract_lstm(
 
 
 def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], what: str) -> int:
-    """Refuse (name, shape, itemsize) entries that exceed the size limits, in exact integer
-    arithmetic (a product of declared dimensions may not fit in 64 bits); return the total bytes."""
+    """Refuse (name, shape, itemsize) entries over the size limits of _config.py; return the total
+    bytes. Loaders call it on declared shapes, so that a hostile or corrupt file or array (a sparse
+    file, a broadcast view, a compressed .npz) is refused before anything of that size is read or
+    copied. Exact integer arithmetic: products of declared dimensions may not fit in 64 bits."""
     total_bytes = 0
     for name, shape, itemsize in tensors:
         elements = 1
@@ -157,16 +149,12 @@ def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], wha
                 f"({elements} elements; fastlstm accepts at most {MAX_PARAMETER_ELEMENTS} per tensor)"
             )
         total_bytes += elements * int(itemsize)
-        check_total_bytes(total_bytes, what)
+        if total_bytes > MAX_MODEL_BYTES:
+            raise ValueError(
+                f"{what} are too large: {total_bytes} bytes or more, and fastlstm accepts at most "
+                f"{MAX_MODEL_BYTES} (2**34) in all"
+            )
     return total_bytes
-
-
-def check_total_bytes(total_bytes: int, what: str) -> None:
-    if total_bytes > MAX_MODEL_BYTES:
-        raise ValueError(
-            f"{what} are too large: {total_bytes} bytes or more, and fastlstm accepts at most "
-            f"{MAX_MODEL_BYTES} (2**34) in all"
-        )
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 
 import fastlstm  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FASTLSTM_HYPOTHESIS_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FASTLSTM_HYPOTHESIS_EXAMPLES", "100"))
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -445,8 +445,9 @@ def test_random_invalid_calls_raise_value_or_type_error(call):
 
 
 # ------------------------------------------------------------------------------------------ regressions
-# Found by test_random_valid_calls_match_torch (layout "feature-strided", input_size=1); kept as plain
-# tests so they fail on every run until fixed, whatever examples hypothesis draws.
+# Found by test_random_valid_calls_match_torch (layout "feature-strided", input_size=1) and fixed since
+# ("size-1 axes may have any stride"); kept as plain tests so that they run every time, whatever
+# examples hypothesis draws.
 def test_univariate_input_made_with_newaxis_is_accepted():
     """`series[:, :, None]` is how a (T, B) univariate series becomes (T, B, 1) input. numpy gives the
     new axis stride 0 and still calls the array C-contiguous (a size-1 axis's stride is irrelevant),
@@ -486,3 +487,30 @@ def test_step_accepts_any_layout_like_a_call():
         got, _ = univariate.step(x)
         want, _ = univariate(np.array(x, order="C")[None])
         np.testing.assert_allclose(got, want[0], rtol=0, atol=1e-6, err_msg=f"strides {x.strides}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("layers,batch", [(1, 1), (2, 1), (1, None), (1, 3)], ids=["L1-B1", "L2-B1", "L1-unbatched", "L1-B3"])
+def test_in_place_step_equals_out_of_place_with_threads(dtype, layers, batch):
+    """step(x, (h, c), out=(y, h, c)) updates the stream's state in place, as documented, and must
+    equal the same step into fresh arrays, on any number of threads. A regression test: when the
+    step is big enough to split its hidden units across two threads (H=256, batch 1) and the final
+    state is copied in the same phase as the last step's gates, the member that finishes first
+    writes its units of h_n, which is h0, while the other is still reading all of h0 for its
+    matrix-vector product; a few percent of steps then came out wrong (max abs error ~0.1)."""
+    model = fastlstm.LSTM(128, 256, num_layers=layers, dtype=dtype, seed=0)
+    rng = np.random.default_rng(7)
+    lead = (layers,) if batch is None else (layers, batch)
+    wrong = []
+    for trial in range(150):
+        x = rng.standard_normal((128,) if batch is None else (batch, 128)).astype(dtype)
+        h0 = rng.standard_normal(lead + (256,)).astype(dtype)
+        c0 = rng.standard_normal(lead + (256,)).astype(dtype)
+        want, (h_want, c_want) = model.step(x, (h0, c0), num_threads=1)
+        h, c = h0.copy(), c0.copy()
+        y = np.empty_like(want)
+        model.step(x, (h, c), out=(y, h, c), num_threads=2)
+        error = max(float(np.abs(y - want).max()), float(np.abs(h - h_want).max()), float(np.abs(c - c_want).max()))
+        if error > TOLERANCE[np.dtype(dtype)]:
+            wrong.append((trial, error))
+    assert not wrong, f"{len(wrong)} of 150 in-place steps differ from out-of-place ones: {wrong[:5]}"

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""RSS over many fastlstm calls of mixed shapes: the "no growth over 100k calls" check.
+
+    python bench/memory_check.py                    # 100k calls, RSS every 10k
+    python bench/memory_check.py --calls 1000000 --every 100000 --max-growth-mb 2
+
+Each call picks a model (fp32 1 layer; fp32 2-layer bidirectional with projection; fp64 3-layer
+batch_first), a batch of 1..4 and a length of 1..8, and one path: numpy, numpy with hx and lengths,
+torch tensors, PackedSequence, unbatched, a stream of step() calls, step() into caller buffers, or
+calls the extension rejects. After a warm-up that visits every path at the largest shapes (so the
+per-thread scratch reaches its high-water mark), resident memory should stay flat. Exit status 1 if
+it grows by more than --max-growth-mb. torch is optional: without it the torch paths are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, built in place
+import fastlstm  # noqa: E402
+
+try:
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
+except ModuleNotFoundError:  # pragma: no cover - torch is optional here
+    torch = None
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+INPUT, HIDDEN = 6, 12
+
+
+def resident_mib() -> float:
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE / 2**20
+
+
+def make_models():
+    return [
+        fastlstm.LSTM(INPUT, HIDDEN, seed=0),
+        fastlstm.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, proj_size=5, seed=1),
+        fastlstm.LSTM(INPUT, HIDDEN, num_layers=3, batch_first=True, dtype=np.float64, seed=2),
+    ]
+
+
+def one_call(model, rng, kind: int) -> None:
+    batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 9))
+    dtype = model.dtype
+    x = rng.standard_normal((batch, steps, INPUT) if model.batch_first else (steps, batch, INPUT)).astype(dtype)
+    first = x[:, 0] if model.batch_first else x[0]
+    h0, c0 = (a + 0.1 for a in model.initial_state(batch))
+    if kind == 0:
+        model(x)
+    elif kind == 1:
+        model(x, (h0, c0), lengths=rng.integers(1, steps + 1, size=batch))
+    elif kind == 2 and torch is not None:
+        model(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    elif kind == 3 and torch is not None:
+        lengths = torch.from_numpy(rng.integers(1, steps + 1, size=batch))
+        model(pack_padded_sequence(torch.from_numpy(x), lengths, batch_first=model.batch_first, enforce_sorted=False))
+    elif kind == 4:
+        model(rng.standard_normal((steps, INPUT)).astype(dtype), model.initial_state(None))
+    elif kind == 5:
+        state = model.initial_state(batch)
+        for t in range(steps):
+            _, state = model.step(x[:, t] if model.batch_first else x[t], state)
+    elif kind == 6:
+        width = model.config.num_directions * model.config.output_hidden_size
+        output, h_n, c_n = np.empty((batch, width), dtype), h0.copy(), c0.copy()
+        model.step(first, (h_n, c_n), out=(output, h_n, c_n))
+    elif kind == 7:
+        for bad in (lambda: model.step(first, (h0, c0), out=(np.empty((batch + 1, 3), dtype), h0.copy(), c0.copy())),
+                    lambda: model(x, (h0, c0[..., :-1]))):
+            try:
+                bad()
+            except (ValueError, TypeError):
+                pass
+            else:
+                raise AssertionError("an invalid call was accepted")
+
+
+KINDS = 8
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100_000, help="measured calls (default 100000)")
+    parser.add_argument("--every", type=int, default=10_000, help="print RSS every this many calls")
+    parser.add_argument("--warmup", type=int, default=3_000, help="mixed calls before the baseline")
+    parser.add_argument("--max-growth-mb", type=float, default=4.0, help="allowed RSS growth after warm-up")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    models = make_models()
+    rng = np.random.default_rng(args.seed)
+    for model in models:  # every path at the largest shapes: scratch at its high-water mark
+        for kind in range(KINDS):
+            for _ in range(30):
+                one_call(model, rng, kind)
+    for i in range(args.warmup):
+        one_call(models[i % len(models)], rng, int(rng.integers(KINDS)))
+
+    print(f"fastlstm {fastlstm.__version__}, isa {fastlstm.cpu_info()['isa']}, torch "
+          f"{torch.__version__ if torch is not None else 'absent (torch paths skipped)'}")
+    baseline = resident_mib()
+    start = time.perf_counter()
+    print(f"{'calls':>10} {'RSS MiB':>10} {'growth MiB':>11} {'us/call':>9}")
+    print(f"{0:>10} {baseline:>10.2f} {0.0:>11.2f} {'':>9}")
+    peak_growth = 0.0
+    last_time, last_calls = start, 0
+    for i in range(1, args.calls + 1):
+        one_call(models[i % len(models)], rng, int(rng.integers(KINDS)))
+        if i % args.every == 0 or i == args.calls:
+            now = time.perf_counter()
+            rss = resident_mib()
+            peak_growth = max(peak_growth, rss - baseline)
+            per_call = (now - last_time) / (i - last_calls) * 1e6
+            print(f"{i:>10} {rss:>10.2f} {rss - baseline:>11.2f} {per_call:>9.1f}", flush=True)
+            last_time, last_calls = now, i
+    growth = resident_mib() - baseline
+    verdict = "OK" if peak_growth <= args.max_growth_mb else "FAIL"
+    print(f"{verdict}: RSS grew {growth:.2f} MiB (peak growth {peak_growth:.2f} MiB, limit "
+          f"{args.max_growth_mb} MiB) over {args.calls} calls in {time.perf_counter() - start:.1f} s")
+    return 0 if verdict == "OK" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
