@@ -20,10 +20,9 @@ constexpr int64_t kFusedStepMaxRows = 4;
 constexpr int64_t kChunkBytes = 256 * 1024;
 
 // A call's work is split across threads only when a step is big enough to pay for a sync
-// (~0.1-0.3 us between cores) or, for the two directions, when a whole direction is.
-constexpr int64_t kMinSplitStepMacs = int64_t(1) << 16;
-constexpr int64_t kMinDirectionMacs = int64_t(1) << 18;
-// With this many rows per thread, threads take whole sequences (no barriers at all) rather than
+// (~0.1-0.3 us between cores).
+constexpr int64_t kMinSplitStepMacs = int64_t(1) << 17;
+// With this many rows per thread, threads take whole sequences (no per-step sync) rather than
 // sharing each step's hidden units: the GEMM over a thread's rows still reuses the weights well.
 constexpr int64_t kMinRowsPerThread = 8;
 
@@ -161,7 +160,7 @@ class PackedLstm<T>::Pass {
 
   void run() {
     if (team_size_ == 1) return run_member(0);  // the common small call: no pool, no std::function
-    sync_.reset(dims_.bidirectional ? 2 : team_size_);
+    sync_.reset(team_size_);
     std::function<void(int)> job = [&](int member) { run_member(member); };
     ThreadPool::instance().run(team_size_, job);
   }
@@ -170,10 +169,6 @@ class PackedLstm<T>::Pass {
   int choose_team_size(int threads) {
     const int64_t H = dims_.hidden_size;
     if (threads <= 1 || batch_ == 0) return 1;
-    if (dims_.bidirectional) {
-      const int64_t direction_macs = steps_ * batch_ * 4 * H * (dims_.input_size + h_out_);
-      return direction_macs >= kMinDirectionMacs ? 2 : 1;  // one thread per direction
-    }
     if (batch_ >= 2 * kMinRowsPerThread) {
       split_rows_ = true;
       return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));
@@ -189,10 +184,10 @@ class PackedLstm<T>::Pass {
   void run_member(int member) {
     uint64_t phase = 0;
     for (int64_t layer = 0; layer < dims_.num_layers; ++layer) {
-      if (dims_.bidirectional && team_size_ > 1) {
-        // The directions are independent within a layer: each is one chunk, run by one thread.
-        sync_.run_phase(member, phase, [&](int d) { run_direction(layer, d, {0, 1, nullptr, nullptr, false}, member); });
-      } else if (split_rows_) {
+      // Directions run one after the other, each split like a unidirectional layer: running them
+      // on separate cores would need no synchronisation, but a late or descheduled thread would
+      // then hold up the call by a whole direction instead of one step's chunk.
+      if (split_rows_) {
         // Each chunk is a group of whole sequences, run by one thread through every step.
         for (int64_t d = 0; d < dims_.num_directions(); ++d)
           sync_.run_phase(member, phase, [&](int rows) {
