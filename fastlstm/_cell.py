@@ -16,7 +16,7 @@ import numpy as np
 from . import _interop
 from ._config import LSTMConfig, normalize_dtype
 from ._model import LSTM
-from ._state_dict import _as_float_array, _list_keys, _some_keys, flatten_state_dict
+from ._state_dict import _as_float_array, _list_keys, _some_keys, find_prefixes, flatten_state_dict
 
 __all__ = ["LSTMCell"]
 
@@ -246,19 +246,8 @@ def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtyp
 
 
 def find_cell_prefixes(flat: Mapping[str, Any]) -> List[str]:
-    """Every prefix under which an nn.LSTMCell's weights sit, in the order they appear.
-
-    As for nn.LSTM (`_state_dict.find_lstm_prefixes`), a prefix is empty or ends with "." so
-    that ``my_weight_ih`` does not make a bogus prefix ``my_``.
-    """
-    prefixes: List[str] = []
-    for key in flat:
-        if not isinstance(key, str) or not key.endswith(_ANCHOR):
-            continue
-        prefix = key[: -len(_ANCHOR)]
-        if (prefix == "" or prefix.endswith(".")) and prefix not in prefixes:
-            prefixes.append(prefix)
-    return prefixes
+    """Every prefix under which an nn.LSTMCell's weights sit, in the order they appear."""
+    return find_prefixes(flat, _ANCHOR)
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:

@@ -66,17 +66,22 @@ def _flatten_into(obj: Mapping, prefix: str, flat: Dict[str, Any]) -> None:
 
 
 def find_lstm_prefixes(flat: Mapping[str, Any]) -> List[str]:
-    """Every prefix under which an nn.LSTM's weights sit, in the order they appear.
+    """Every prefix under which an nn.LSTM's weights sit, in the order they appear."""
+    return find_prefixes(flat, _ANCHOR)
 
-    A prefix is empty (a bare nn.LSTM state_dict) or ends with "." (a submodule), because
+
+def find_prefixes(flat: Mapping[str, Any], anchor: str) -> List[str]:
+    """Every prefix P with P + anchor a key, in the order they appear.
+
+    A prefix is empty (a bare module's state_dict) or ends with "." (a submodule), because
     that is how torch names submodules; requiring the dot keeps keys such as
     ``my_weight_ih_l0`` from producing a bogus prefix ``my_``.
     """
     prefixes: List[str] = []
     for key in flat:
-        if not isinstance(key, str) or not key.endswith(_ANCHOR):
+        if not isinstance(key, str) or not key.endswith(anchor):
             continue
-        prefix = key[: -len(_ANCHOR)]
+        prefix = key[: -len(anchor)]
         if (prefix == "" or prefix.endswith(".")) and prefix not in prefixes:
             prefixes.append(prefix)
     return prefixes
