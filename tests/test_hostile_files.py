@@ -16,6 +16,7 @@ import resource
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import zipfile
@@ -30,7 +31,10 @@ from safetensors import safe_open  # noqa: E402
 
 import fastlstm  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# Children import the fastlstm under test (source tree or installed), and run from a neutral
+# directory so a source checkout in the working directory cannot shadow it.
+PACKAGE_PARENT = Path(fastlstm.__file__).resolve().parent.parent
+
 # A small model with every kind of parameter: 2 layers, both directions, biases, projections.
 CONFIG = dict(input_size=5, hidden_size=6, num_layers=2, bidirectional=True, proj_size=3)
 SUFFIXES = [".safetensors", ".npz", ".pt"]
@@ -268,12 +272,12 @@ _CAPPED_LOAD = textwrap.dedent(
 
 
 def load_in_capped_child(path: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if "libasan" in env.get("LD_PRELOAD", ""):
         # RLIMIT_DATA breaks AddressSanitizer's own mappings; cap single allocations through it instead.
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":allocator_may_return_null=1:max_allocation_size_mb=1024"
     result = subprocess.run([sys.executable, "-c", _CAPPED_LOAD, str(path)], capture_output=True, text=True,
-                            timeout=120, env=env)
+                            timeout=120, env=env, cwd=tempfile.gettempdir())
     assert result.returncode == 0, f"the loader crashed (rc {result.returncode}): {result.stderr[-2000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 

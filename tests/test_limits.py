@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import List, Tuple
@@ -31,7 +32,10 @@ from torch import nn  # noqa: E402
 
 import fastlstm  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# Children import the fastlstm under test (source tree or installed), and run from a neutral
+# directory so a source checkout in the working directory cannot shadow it.
+PACKAGE_PARENT = Path(fastlstm.__file__).resolve().parent.parent
+
 MAX_PARAMETER_ELEMENTS = 2**31
 MAX_MODEL_BYTES = 2**34
 CHILD_HEAP_LIMIT = 1 << 30  # 1 GiB: far above what a refused call needs, far below the sizes tried
@@ -78,7 +82,7 @@ def capped_child_env() -> Tuple[dict, int]:
     AddressSanitizer (.ci/sanitize preloads it) RLIMIT_DATA breaks the sanitizer's own mappings,
     so the cap is ASan's instead: any single allocation over 1 GiB fails (returns NULL, which
     numpy and C++ report as MemoryError/bad_alloc) rather than being made."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if "libasan" in env.get("LD_PRELOAD", ""):
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":allocator_may_return_null=1:max_allocation_size_mb=1024"
         return env, 0
@@ -90,7 +94,7 @@ def run_capped(sources: List[str], timeout: float = 120) -> dict:
     env, limit = capped_child_env()
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(limit), json.dumps(sources)],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=tempfile.gettempdir(),
     )
     assert result.returncode == 0, f"the child crashed (rc {result.returncode}): {result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
