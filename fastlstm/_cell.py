@@ -16,7 +16,7 @@ import numpy as np
 from . import _interop
 from ._config import LSTMConfig, normalize_dtype
 from ._model import LSTM
-from ._state_dict import _as_float_array, _list_keys, _some_keys, find_prefixes, flatten_state_dict
+from ._state_dict import _as_float_array, _list_keys, choose_prefix, find_prefixes, flatten_state_dict
 
 __all__ = ["LSTMCell"]
 
@@ -251,34 +251,10 @@ def find_cell_prefixes(flat: Mapping[str, Any]) -> List[str]:
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
-    found = find_cell_prefixes(flat)
-    listing = ", ".join(repr(p) for p in found)
-    if prefix is not None:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
-        if prefix + _ANCHOR in flat:
-            return prefix
-        if prefix and prefix + "." in found:
-            return prefix + "."
-        where = f"nn.LSTMCell weights were found under: {listing}" if found else (
-            f"none under any other prefix; keys seen: {_some_keys(flat)}")
-        raise ValueError(
-            f"no nn.LSTMCell weights under prefix {prefix!r} (expected a key {prefix + _ANCHOR!r}); {where}"
-        )
-    if not found:
-        hint = ""
-        if any(str(k).endswith("weight_ih_l0") for k in flat):
-            hint = " (keys like 'weight_ih_l0' come from nn.LSTM: use fastlstm.LSTM.from_state_dict)"
-        raise ValueError(
-            f"no nn.LSTMCell weights (keys like 'weight_ih') were found in the state_dict{hint}; "
-            f"keys seen: {_some_keys(flat)}"
-        )
-    if len(found) > 1:
-        raise ValueError(
-            f"the state_dict holds {len(found)} nn.LSTMCell modules, under prefixes {listing}; "
-            f"pass prefix= to choose one, e.g. prefix={found[0]!r}"
-        )
-    return found[0]
+    hint = ""
+    if any(str(k).endswith("weight_ih_l0") for k in flat):
+        hint = " (keys like 'weight_ih_l0' come from nn.LSTM: use fastlstm.LSTM.from_state_dict)"
+    return choose_prefix(flat, prefix, _ANCHOR, "nn.LSTMCell", hint)
 
 
 CellSizes = Tuple[int, int, bool]  # input_size, hidden_size, bias

@@ -163,40 +163,38 @@ def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], wha
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
-    found = find_lstm_prefixes(flat)
+    hint = ""
+    if any(str(k).endswith("weight_ih") for k in flat):
+        hint = (" (keys ending in 'weight_ih' without a layer number come from nn.LSTMCell, "
+                "load those with fastlstm.LSTMCell.from_state_dict)")
+    return choose_prefix(flat, prefix, _ANCHOR, "nn.LSTM", hint)
+
+
+def choose_prefix(flat: Mapping[str, Any], prefix: Optional[str], anchor: str, module: str, hint: str) -> str:
+    """The prefix of the one `module` (keys P + anchor) to load: the given one, or the only one
+    found. `hint` is added when none is found (e.g. that the keys belong to another module type)."""
+    found = find_prefixes(flat, anchor)
+    listing = ", ".join(repr(p) for p in found)
     if prefix is not None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str or None, got {type(prefix).__name__}")
         # An explicit prefix may use any separator (e.g. "rnn/"), so test it directly.
-        if prefix + _ANCHOR in flat:
+        if prefix + anchor in flat:
             return prefix
         # "rnn" for "rnn.": the module's name is what users know, and it is unambiguous.
         if prefix and prefix + "." in found:
             return prefix + "."
-        if found:
-            listing = ", ".join(repr(p) for p in found)
-            raise ValueError(
-                f"no nn.LSTM weights under prefix {prefix!r} (expected a key "
-                f"{prefix + _ANCHOR!r}); nn.LSTM weights were found under: {listing}"
-            )
-        raise ValueError(
-            f"no nn.LSTM weights under prefix {prefix!r} (expected a key "
-            f"{prefix + _ANCHOR!r}), and none under any other prefix; keys seen: "
-            f"{_some_keys(flat)}"
-        )
+        where = (f"{module} weights were found under: {listing}" if found
+                 else f"none under any other prefix; keys seen: {_some_keys(flat)}")
+        raise ValueError(f"no {module} weights under prefix {prefix!r} (expected a key {prefix + anchor!r}); {where}")
     if not found:
-        hint = ""
-        if any(str(k).endswith("weight_ih") for k in flat):
-            hint = (" (keys ending in 'weight_ih' without a layer number come from nn.LSTMCell, "
-                    "load those with fastlstm.LSTMCell.from_state_dict)")
         raise ValueError(
-            "no nn.LSTM weights (keys like 'weight_ih_l0') were found in the state_dict"
-            f"{hint}; keys seen: {_some_keys(flat)}"
+            f"no {module} weights (keys like {anchor!r}) were found in the state_dict{hint}; "
+            f"keys seen: {_some_keys(flat)}"
         )
     if len(found) > 1:
-        listing = ", ".join(repr(p) for p in found)
         raise ValueError(
-            f"the state_dict holds {len(found)} nn.LSTM modules, under prefixes {listing}; "
+            f"the state_dict holds {len(found)} {module} modules, under prefixes {listing}; "
             f"pass prefix= to choose one, e.g. prefix={found[0]!r}"
         )
     return found[0]
