@@ -91,6 +91,25 @@ def state_shapes(config: Dict[str, Any], batch: Optional[int]) -> Tuple[Tuple[in
     return (lead, batch, h_out), (lead, batch, config["hidden_size"])
 
 
+def call_inputs(call: Dict[str, Any]) -> Tuple[np.ndarray, Any]:
+    """The drawn call's input (unbatched, time-major or batch-first as its config says) and hx."""
+    config, batch, steps = call["config"], call["batch"], call["steps"]
+    dtype = config["dtype"]
+    rng = np.random.default_rng(call["data_seed"])
+    if batch is None:
+        shape = (steps, config["input_size"])
+    elif config["batch_first"]:
+        shape = (batch, steps, config["input_size"])
+    else:
+        shape = (steps, batch, config["input_size"])
+    x = rng.standard_normal(shape).astype(dtype)
+    hx = None
+    if call["use_hx"]:
+        h_shape, c_shape = state_shapes(config, batch)
+        hx = (rng.standard_normal(h_shape).astype(dtype) * 0.5, rng.standard_normal(c_shape).astype(dtype) * 0.5)
+    return x, hx
+
+
 def with_layout(array: np.ndarray, layout: str) -> np.ndarray:
     """The same values in a different memory layout, to exercise the strided paths."""
     if layout == "contiguous":
@@ -178,18 +197,7 @@ def test_random_valid_calls_match_torch(call):
     config, batch, steps, lengths = call["config"], call["batch"], call["steps"], call["lengths"]
     dtype = config["dtype"]
     module, model = build_pair(config)
-    rng = np.random.default_rng(call["data_seed"])
-    if batch is None:
-        shape = (steps, config["input_size"])
-    elif config["batch_first"]:
-        shape = (batch, steps, config["input_size"])
-    else:
-        shape = (steps, batch, config["input_size"])
-    x = rng.standard_normal(shape).astype(dtype)
-    hx = None
-    if call["use_hx"]:
-        h_shape, c_shape = state_shapes(config, batch)
-        hx = (rng.standard_normal(h_shape).astype(dtype) * 0.5, rng.standard_normal(c_shape).astype(dtype) * 0.5)
+    x, hx = call_inputs(call)
     want = torch_reference(module, x, hx, lengths)
 
     x_in = with_layout(x, call["layout"])
@@ -253,19 +261,8 @@ def test_chunked_equals_one_shot(call):
     config, batch, steps = call["config"], call["batch"], call["steps"]
     dtype = config["dtype"]
     _, model = build_pair(config)
-    rng = np.random.default_rng(call["data_seed"])
     time_axis = 1 if (batch is not None and config["batch_first"]) else 0
-    if batch is None:
-        shape = (steps, config["input_size"])
-    elif config["batch_first"]:
-        shape = (batch, steps, config["input_size"])
-    else:
-        shape = (steps, batch, config["input_size"])
-    x = rng.standard_normal(shape).astype(dtype)
-    hx = None
-    if call["use_hx"]:
-        h_shape, c_shape = state_shapes(config, batch)
-        hx = (rng.standard_normal(h_shape).astype(dtype) * 0.5, rng.standard_normal(c_shape).astype(dtype) * 0.5)
+    x, hx = call_inputs(call)
 
     with kernel_set(call["isa"]):
         _run_chunked(model, call, x, hx, time_axis)
