@@ -17,20 +17,12 @@ int available_cpus() {
 }  // namespace
 
 ThreadPool& ThreadPool::instance() {
-  static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive static teardown
+  // Never destroyed: its workers run until the process exits and must not see it torn down first.
+  static ThreadPool* pool = new ThreadPool();
   return *pool;
 }
 
 ThreadPool::ThreadPool() : num_threads_(available_cpus()) {}
-
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  wake_.notify_all();
-  for (auto& worker : workers_) worker.join();
-}
 
 void ThreadPool::set_num_threads(int n) { num_threads_.store(std::max(1, n), std::memory_order_relaxed); }
 
@@ -57,8 +49,7 @@ void ThreadPool::worker_loop(int /*index*/) {
       cpu_relax();
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
-      if (stop_) return;
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
     }
     seen = generation_.load(std::memory_order_acquire);
     const uint64_t generation = seen & 0xffffffffu;

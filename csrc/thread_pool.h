@@ -76,7 +76,6 @@ class PhaseSync {
 class ThreadPool {
  public:
   static ThreadPool& instance();
-  ~ThreadPool();
 
   // Threads one call may use, the caller's included. Default: the CPUs this process may run on.
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
@@ -99,7 +98,6 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::thread> workers_;
-  bool stop_ = false;
   std::atomic<uint64_t> generation_{0};
   // [generation:32][closed:1][joined:31]: workers join the current generation's team by CAS.
   std::atomic<uint64_t> join_{0};
