@@ -32,6 +32,7 @@ struct MemberScratch {
   AlignedBuffer<T> a_pack;
   std::vector<const T*> a_rows, h_rows;
   std::vector<T*> z_rows, out_rows;
+  uint64_t sweeps = 0;  // fused-step sweeps over the weights so far (their direction alternates)
 };
 
 // Scratch one direction of a layer uses; both directions may run at once on different threads.
@@ -381,6 +382,9 @@ class PackedLstm<T>::Pass {
     args.c_stride = share.row_stride * model_.hidden_padded_;
     args.h_out = mine.out_rows.data();
     if (rows <= kFusedStepMaxRows) {
+      // Each member's sweeps over its panels alternate direction across rows and steps.
+      args.sweep_parity = mine.sweeps & 1;
+      mine.sweeps += rows;
       kernels_.lstm_step_fused(args);
     } else {
       GemmArgs<T> gemm;

@@ -38,6 +38,8 @@ struct StepArgs {
   T* c = nullptr;           // cell state, rows x c_stride, updated in place
   int64_t c_stride = 0;     // padded hidden size
   T* const* h_out = nullptr;  // rows pointers, hidden_size values written each
+  // Row r sweeps the panels upward when (r + sweep_parity) is even, else downward (fused step).
+  int64_t sweep_parity = 0;
 };
 
 template <typename T>

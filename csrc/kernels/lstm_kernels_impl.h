@@ -170,9 +170,19 @@ struct Kernels {
           update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
         }
       };
-      int64_t p = args.panel_begin;
-      for (; p + NP <= args.panel_end; p += NP) pass(std::integral_constant<int, NP>(), p);
-      for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
+      // Alternate rows sweep the panels in opposite directions, so each sweep starts on the
+      // weights the previous one touched last, still in L1/L2 (bitwise the same: panels are
+      // independent).
+      const int64_t panels = args.panel_end - args.panel_begin;
+      const int64_t whole = panels - panels % NP;
+      if (((r + args.sweep_parity) & 1) == 0) {
+        int64_t p = args.panel_begin;
+        for (; p < args.panel_begin + whole; p += NP) pass(std::integral_constant<int, NP>(), p);
+        for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
+      } else {
+        for (int64_t p = args.panel_end - 1; p >= args.panel_begin + whole; --p) pass(std::integral_constant<int, 1>(), p);
+        for (int64_t p = args.panel_begin + whole - NP; p >= args.panel_begin; p -= NP) pass(std::integral_constant<int, NP>(), p);
+      }
     }
   }
 
