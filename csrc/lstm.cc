@@ -132,7 +132,11 @@ class PackedLstm<T>::Pass {
     sort_batch_by_length();
     team_size_ = choose_team_size(threads);
 
-    chunk_steps_ = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, batch_ * gate_row_ * sizeof(T)), 1, steps_);
+    // Chunks of equal length: a short last chunk would stream all of W_ih for a few rows.
+    const int64_t max_chunk_steps =
+        std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, batch_ * gate_row_ * sizeof(T)), 1, steps_);
+    const int64_t chunks = (steps_ + max_chunk_steps - 1) / max_chunk_steps;  // steps_ >= 1 here
+    chunk_steps_ = (steps_ + chunks - 1) / chunks;
     const int64_t chunk_rows = chunk_steps_ * batch_;
     if (dims_.num_layers > 1) grow(ws_.layer_out[0], steps_ * batch_ * row_width_);
     if (dims_.num_layers > 2) grow(ws_.layer_out[1], steps_ * batch_ * row_width_);
