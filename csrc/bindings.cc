@@ -12,6 +12,7 @@
 
 #include "cpu_features.h"
 #include "lstm.h"
+#include "read_probe.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -381,4 +382,14 @@ PYBIND11_MODULE(_core, m) {
   }, "Instruction sets this CPU supports, ascending.");
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "The kernel set in use.");
   m.def("set_active_isa", &set_active_isa, py::arg("name"), "Use the kernels for this instruction set.");
+  m.def("measure_read_seconds", [](int64_t bytes, int passes, int repeats) {
+    if (bytes < 1 || bytes > (int64_t(1) << 30))
+      throw std::invalid_argument("bytes must be in [1, 2**30], got " + std::to_string(bytes));
+    if (passes < 1 || repeats < 1)
+      throw std::invalid_argument("passes and repeats must be at least 1, got " + std::to_string(passes) + " and " +
+                                  std::to_string(repeats));
+    py::gil_scoped_release release;
+    return measure_read_seconds(bytes, passes, repeats);
+  }, py::arg("bytes"), py::arg("passes"), py::arg("repeats"),
+     "Best seconds per pass reading `bytes` of cached data with the active ISA's loads (benchmark floor).");
 }

@@ -74,6 +74,7 @@ def test_tiny_run_writes_table_with_expected_columns(tmp_path: Path, capsys: pyt
     assert header in captured.out  # the table is also printed
     assert "command: `fastlstm bench --configs small" in markdown
     assert not (tmp_path / "speedup.png").exists()
+    assert "## Batch 1: against the floor" in markdown
 
     document = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     (case,) = document["cases"]
@@ -81,6 +82,7 @@ def test_tiny_run_writes_table_with_expected_columns(tmp_path: Path, capsys: pyt
     fastlstm_result = case["engines"]["fastlstm"]
     assert fastlstm_result["calls"] == 3
     assert fastlstm_result["median_us"] > 0
+    assert 0 < document["batch1_floor_us"][TINY_CONFIG] < fastlstm_result["median_us"]
     if "torch" in case["engines"]:
         assert fastlstm_result["matches_reference"] is True
 
@@ -130,6 +132,34 @@ def test_flops_and_recurrent_bytes_follow_the_formula() -> None:
     assert metrics.lstm_forward_flops(batch32) == 2 * tokens * gates * (128 + 256) + 2 * tokens * gates * (256 + 256)
     bidir = CONFIGS_BY_NAME["bidir"]  # H256, one layer, two directions
     assert metrics.recurrent_weight_bytes_per_step(bidir) == 2 * 4 * 256 * 256 * 4
+
+
+def test_batch1_floor_follows_the_formula() -> None:
+    medium = CONFIGS_BY_NAME["medium"]  # I128 H256 L2 uni T100 B1
+    read_rates = {1 << 20: 10e-6, 1 << 19: 4e-6}  # by bytes: W_hh and W_ih of layer 1 are 1 MiB
+
+    def read_seconds(nbytes: int) -> float:
+        return read_rates.get(nbytes, 1e-6)
+
+    projection_flops = 2 * 100 * 4 * 256 * (128 + 256)
+    assert metrics.input_projection_flops(medium) == projection_flops
+    one_thread = metrics.batch1_floor_microseconds(medium, read_seconds, sgemm_peak_gflops=100.0)
+    assert one_thread == pytest.approx(200 * 10.0 + projection_flops / 100e9 * 1e6)
+    two_threads = metrics.batch1_floor_microseconds(medium, read_seconds, sgemm_peak_gflops=100.0, threads=2)
+    assert two_threads == pytest.approx(200 * 4.0 + projection_flops / 200e9 * 1e6)
+    # A single step is bound by reading W_ih once, not by its few FLOPs.
+    step = CONFIGS_BY_NAME["stream-step-h128"]
+    assert metrics.batch1_floor_microseconds(step, lambda nbytes: 1e-6, sgemm_peak_gflops=100.0) == pytest.approx(2.0)
+
+
+def test_read_probe_measures_and_refuses_bad_sizes() -> None:
+    from fastlstm import _core
+
+    assert 0 < _core.measure_read_seconds(64 * 1024, 3, 2) < 0.01
+    with pytest.raises(ValueError, match="bytes must be in"):
+        _core.measure_read_seconds(0, 3, 2)
+    with pytest.raises(ValueError, match="passes and repeats"):
+        _core.measure_read_seconds(1024, 0, 2)
 
 
 def test_config_selection() -> None:

@@ -51,6 +51,9 @@ struct KernelTable {
   void (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
   // Cell update only, after gemm_accumulate added h_prev W_hh^T to z; for many rows.
   void (*lstm_cell_update)(const StepArgs<T>&) = nullptr;
+  // Sums `count` values (a multiple of four panels, 64-byte aligned) with the widest loads, upward or
+  // downward: the benchmark's floor for streaming weights, read the way the fused step reads them.
+  T (*sum_stream)(const T* data, int64_t count, bool descending) = nullptr;
 };
 
 // One getter per ISA, each defined in its own translation unit compiled for that ISA.

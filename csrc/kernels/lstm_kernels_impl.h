@@ -199,12 +199,34 @@ struct Kernels {
     }
   }
 
+  static T sum_stream(const T* data, int64_t count, bool descending) {
+    constexpr int kChains = 4;  // independent add chains, so the loads, not the adds, set the pace
+    Reg acc[kChains][kVecsPerPanel];
+    for (int j = 0; j < kChains; ++j)
+      for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::zero();
+    const int64_t groups = count / (kChains * kPanel);  // any remainder is not read
+    for (int64_t i = 0; i < groups; ++i) {
+      const T* group = data + (descending ? groups - 1 - i : i) * kChains * kPanel;
+      for (int j = 0; j < kChains; ++j)
+        for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::add(acc[j][v], V::load(group + j * kPanel + v * V::kWidth));
+    }
+    Reg sum = V::zero();
+    for (int j = 0; j < kChains; ++j)
+      for (int v = 0; v < kVecsPerPanel; ++v) sum = V::add(sum, acc[j][v]);
+    alignas(64) T lanes[V::kWidth];
+    V::store(lanes, sum);
+    T total = 0;
+    for (int i = 0; i < V::kWidth; ++i) total += lanes[i];
+    return total;
+  }
+
   static KernelTable<T> table(const char* isa) {
     KernelTable<T> t;
     t.isa = isa;
     t.gemm_accumulate = &gemm_accumulate;
     t.lstm_step_fused = &lstm_step_fused;
     t.lstm_cell_update = &lstm_cell_update;
+    t.sum_stream = &sum_stream;
     return t;
   }
 };

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import functools
 import subprocess
 import sys
 from typing import Any, Dict, Optional
@@ -117,6 +118,22 @@ def measure_sgemm_peak_gflops(timeout_seconds: float = 120.0) -> Optional[float]
         return float(completed.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+READ_PROBE_BATCH_BYTES = 64 << 20  # each timed batch reads about this much, so it lasts milliseconds
+
+
+@functools.lru_cache(maxsize=None)
+def measure_read_seconds(nbytes: int) -> float:
+    """Seconds one core takes to read `nbytes` of cached data once, the way the fused step reads W_hh
+    (fastlstm's widest loads, alternating direction between passes): best of 5 batches.
+
+    This is the floor a batch-1 step sits on: it must read all of W_hh (or a thread's share of it).
+    """
+    from fastlstm import _core
+
+    passes = max(3, READ_PROBE_BATCH_BYTES // max(1, nbytes))
+    return _core.measure_read_seconds(nbytes, passes, 5)
 
 
 def available_cpus() -> int:

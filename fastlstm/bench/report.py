@@ -38,6 +38,10 @@ class BenchRun:
     timer_floor_ns: float
     sgemm_peak_gflops: Optional[float] = None
     notes: List[str] = dataclasses.field(default_factory=list)
+    # Batch-1 configs: microseconds per call no exact fp32 implementation can beat here (see
+    # metrics.batch1_floor_microseconds), and the measured read time of one W_hh behind it.
+    floors_us: Dict[str, float] = dataclasses.field(default_factory=dict)
+    whh_read_us: Dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def time_ratio(case: CaseResult, engine: str, baseline: str) -> Optional[float]:
@@ -124,6 +128,34 @@ def streaming_table(run: BenchRun) -> Optional[str]:
     if not rows:
         return None
     return markdown_table(["config", "engine", "per-step us", "W_hh bytes/step", "W_hh GB/s"], rows)
+
+
+def floor_table(run: BenchRun) -> Optional[str]:
+    """Batch-1 cases against the floor: how close each engine is, and the best ratio to ORT and torch
+    that any exact implementation could reach on this machine."""
+    rows = []
+    for case in run.cases:
+        floor = run.floors_us.get(case.config.name)
+        if floor is None or not case.engines:
+            continue
+        row = [
+            case.config.name,
+            format_bytes(metrics.recurrent_matrix_bytes(case.config)),
+            format_us(run.whh_read_us[case.config.name]),
+            format_us(floor),
+        ]
+        for name in ("fastlstm", "torch", "ort"):
+            result = case.engines.get(name)
+            row.append(f"{result.timing.median_us / floor:.2f}" if result else MISSING)
+        for name in COMPARED_ENGINES:
+            result = case.engines.get(name)
+            row.append(f"{floor / result.timing.median_us:.2f}" if result else MISSING)
+        rows.append(row)
+    if not rows:
+        return None
+    header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)", "fastlstm/floor", "torch/floor"]
+    header += ["ORT/floor", "floor/torch (best fastlstm/torch)", "floor/ORT (best fastlstm/ORT)"]
+    return markdown_table(header, rows)
 
 
 def gemm_table(run: BenchRun) -> Optional[str]:
@@ -235,6 +267,21 @@ def render_markdown(run: BenchRun) -> str:
             "",
             streaming,
         ]
+    floors = floor_table(run)
+    if floors:
+        lines += [
+            "",
+            "## Batch 1: against the floor",
+            "",
+            "The floor of a call is T x layers x directions x the measured time to read one W_hh from cache "
+            "(this core, fastlstm's widest loads, alternating direction as the fused step does), plus the "
+            "input projection's FLOPs at the sgemm peak. Any exact fp32 implementation reads all of W_hh "
+            "every step, so no engine can go below it without overlapping the two (the recurrent FLOPs, "
+            "gate math and call overhead are not even counted). floor/X is the lowest fastlstm/X ratio "
+            "reachable on this machine.",
+            "",
+            floors,
+        ]
     gemm = gemm_table(run)
     if gemm:
         lines += ["", "## Batched: achieved GFLOP/s", "", gemm]
@@ -297,6 +344,8 @@ def render_json(run: BenchRun) -> str:
         "machine": run.machine,
         "settings": settings_json(run.settings),
         "sgemm_peak_gflops": run.sgemm_peak_gflops,
+        "batch1_floor_us": run.floors_us,
+        "whh_read_us": run.whh_read_us,
         "timer_floor_ns": run.timer_floor_ns,
         "cases": [case_json(case) for case in run.cases],
         "notes": all_notes(run),
