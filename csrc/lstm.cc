@@ -169,13 +169,15 @@ class PackedLstm<T>::Pass {
     if (team_size_ == 1) return run_member(0);  // the common small call: no pool, no std::function
     sync_.reset(team_size_);
     std::function<void(int)> job = [&](int member) { run_member(member); };
-    ThreadPool::instance().run(team_size_, job);
+    ThreadPool& pool = ThreadPool::instance();
+    const bool helpers_left = pool.run(team_size_, job);
+    pool.report_team_call(sync_.solo() || !helpers_left);
   }
 
  private:
   int choose_team_size(int threads) {
     const int64_t H = dims_.hidden_size;
-    if (threads <= 1 || batch_ == 0) return 1;
+    if (threads <= 1 || batch_ == 0 || ThreadPool::instance().backing_off()) return 1;
     if (batch_ >= 2 * kMinRowsPerThread) {
       split_rows_ = true;
       return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));

@@ -69,11 +69,11 @@ void ThreadPool::worker_loop(int /*index*/) {
   }
 }
 
-void ThreadPool::run(int max_members, const std::function<void(int)>& job) {
+bool ThreadPool::run(int max_members, const std::function<void(int)>& job) {
   std::unique_lock<std::mutex> busy(busy_, std::defer_lock);
   if (max_members <= 1 || !busy.try_lock()) {
     job(0);  // the job's phases give every chunk to whoever claims it: here, the caller alone
-    return;
+    return true;
   }
   ensure_workers(max_members - 1);
   uint64_t generation;
@@ -90,7 +90,34 @@ void ThreadPool::run(int max_members, const std::function<void(int)>& job) {
   // The caller starts at once; workers join whenever they get a core, up to the end of the call.
   job(0);
   const int joined = static_cast<int>(join_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);
-  spin_until([&] { return done_.load(std::memory_order_acquire) == joined; });
+  auto left = [&] { return done_.load(std::memory_order_acquire) == joined; };
+  if (left()) return true;
+  // Helpers leave right after the caller's last phase, unless descheduled.
+  const auto start = std::chrono::steady_clock::now();
+  spin_until(left);
+  return std::chrono::steady_clock::now() - start <= PhaseSync::kPreemptedWait;
 }
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void ThreadPool::report_team_call(bool contended) {
+  if (!contended) {
+    back_off_window_ns_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  const int64_t min = std::chrono::nanoseconds(kMinBackOff).count(), max = std::chrono::nanoseconds(kMaxBackOff).count();
+  const int64_t window = std::clamp(2 * back_off_window_ns_.load(std::memory_order_relaxed), min, max);
+  back_off_window_ns_.store(window, std::memory_order_relaxed);
+  back_off_until_ns_.store(now_ns() + window, std::memory_order_relaxed);
+}
+
+bool ThreadPool::backing_off() const { return now_ns() < back_off_until_ns_.load(std::memory_order_relaxed); }
 
 }  // namespace fastlstm

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -37,20 +38,32 @@ void spin_until(Done done) {
 // any chunk nobody has claimed yet, then waits until all chunks of the phase are done. A member
 // the OS has descheduled thus delays the others by at most the chunk it is inside, not by the
 // rest of the call, which a plain barrier would.
+//
+// A member can still be descheduled while inside a chunk it claimed (a busy machine, another
+// library's threads spinning on its core), and the others must wait for that chunk. When the caller
+// (rank 0) has waited longer than its own work in the phase, and at least kPreemptedWait, it goes
+// solo: from then on the other members claim nothing, and the caller runs the rest alone.
 class PhaseSync {
  public:
   static constexpr int kMaxChunks = 8;
+  static constexpr std::chrono::nanoseconds kPreemptedWait{std::chrono::microseconds(200)};
 
   void reset(int chunks) {  // only while no member runs
     chunks_ = chunks;
     for (auto& claim : claims_) claim.phase.store(0, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
+    solo_.store(false, std::memory_order_relaxed);
   }
+
+  // True once the caller decided to finish the call alone.
+  bool solo() const { return solo_.load(std::memory_order_relaxed); }
 
   // `phase` counts the phases this member has run (the same sequence on every member).
   template <typename Work>
   void run_phase(int rank, uint64_t& phase, Work&& work) {
     const uint64_t current = ++phase;
+    if (rank != 0 && solo_.load(std::memory_order_relaxed)) return;  // every chunk is the caller's now
+    const auto start = rank == 0 ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     for (int i = 0; i < chunks_; ++i) {
       const int chunk = (rank + i) % chunks_;
       uint64_t expected = current - 1;
@@ -61,7 +74,12 @@ class PhaseSync {
       done_.fetch_add(1, std::memory_order_acq_rel);
     }
     const uint64_t target = current * static_cast<uint64_t>(chunks_);
-    spin_until([&] { return done_.load(std::memory_order_acquire) >= target; });
+    auto finished = [&] { return done_.load(std::memory_order_acquire) >= target; };
+    if (rank != 0 || finished()) return spin_until(finished);
+    const auto worked = std::chrono::steady_clock::now();
+    spin_until(finished);
+    const auto waited = std::chrono::steady_clock::now() - worked;
+    if (waited > kPreemptedWait && waited > worked - start) solo_.store(true, std::memory_order_relaxed);
   }
 
  private:
@@ -71,6 +89,7 @@ class PhaseSync {
   int chunks_ = 1;
   Claim claims_[kMaxChunks];
   alignas(64) std::atomic<uint64_t> done_{0};  // chunks completed over all phases
+  std::atomic<bool> solo_{false};
 };
 
 class ThreadPool {
@@ -86,7 +105,18 @@ class ThreadPool {
   // must therefore be correct with any subset of members, its work shared through PhaseSync
   // claims: a worker that is descheduled (a busy, shared machine) or held by another call
   // (concurrent callers run alone) never makes the caller wait, and cores are never oversubscribed.
-  void run(int max_members, const std::function<void(int)>& job);
+  // Returns false if a helper was descheduled before it could leave (the caller waited for it).
+  bool run(int max_members, const std::function<void(int)>& job);
+
+  // Contention back-off. After a team call found a helper descheduled (PhaseSync went solo, or
+  // run() returned false), calls run on the calling thread alone for a while: the cores are busy
+  // with other work (another process, another library's spinning threads) and a team would keep
+  // waiting for them. The window starts short, so a rare hiccup costs little, and doubles each time
+  // the first team call after it is contended again, so lasting contention is soon avoided
+  // entirely; a clean team call resets it.
+  static constexpr std::chrono::milliseconds kMinBackOff{2}, kMaxBackOff{200};
+  void report_team_call(bool contended);
+  bool backing_off() const;
 
  private:
   ThreadPool();
@@ -104,6 +134,8 @@ class ThreadPool {
   std::atomic<int> done_{0};
   const std::function<void(int)>* job_ = nullptr;
   int max_members_ = 0;
+  std::atomic<int64_t> back_off_until_ns_{0};  // steady_clock time
+  std::atomic<int64_t> back_off_window_ns_{0};  // the last window; 0 after a clean team call
 };
 
 }  // namespace fastlstm

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
 from fastlstm.bench import concurrency, streaming, threads
 from fastlstm.bench.configs import CONFIGS_BY_NAME, BenchConfig, select_configs
@@ -157,24 +157,6 @@ def _weight_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return [lambda config=config: random_weights(config, args.seed) for config in configs]
 
 
-def batch1_floors(cases: Sequence[Any], sgemm_peak: Optional[float], threads: int = 1) -> Tuple[Dict[str, float], Dict[str, float]]:
-    """Per batch-1 config: the floor of one call (us) and the read time of one W_hh share (us)."""
-    from fastlstm.bench import machine, metrics
-
-    floors: Dict[str, float] = {}
-    reads: Dict[str, float] = {}
-    if sgemm_peak is None:
-        return floors, reads
-    for case in cases:
-        if case.config.batch != 1 or not case.engines:
-            continue
-        floors[case.config.name] = metrics.batch1_floor_microseconds(
-            case.config, machine.measure_read_seconds, sgemm_peak, threads
-        )
-        reads[case.config.name] = machine.measure_read_seconds(metrics.recurrent_matrix_bytes(case.config) // threads) * 1e6
-    return floors, reads
-
-
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Run the benchmark described by parsed arguments; return the process exit status."""
     parser: argparse.ArgumentParser = args.parser
@@ -200,7 +182,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     if any(case.engines for case in cases):
         progress("measuring single-core sgemm peak and cache read rates ...")
         sgemm_peak = machine.measure_sgemm_peak_gflops()
-    floors_us, whh_read_us = batch1_floors(cases, sgemm_peak)
+    floors_us, whh_read_us = machine.measure_batch1_floors(cases, sgemm_peak)
     run = report.BenchRun(
         cases=cases,
         settings=settings,

@@ -10,7 +10,7 @@ import platform
 import functools
 import subprocess
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 # Run in a fresh interpreter so the BLAS thread count is fixed before numpy loads its BLAS; the
 # current process may already have numpy (and its thread pool) loaded.
@@ -134,6 +134,26 @@ def measure_read_seconds(nbytes: int) -> float:
 
     passes = max(3, READ_PROBE_BATCH_BYTES // max(1, nbytes))
     return _core.measure_read_seconds(nbytes, passes, 5)
+
+
+def measure_batch1_floors(
+    cases: Sequence[Any], sgemm_peak: Optional[float], threads: int = 1
+) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Per batch-1 case that ran: the floor of one call at `threads` threads and the read time of one
+    thread's share of a W_hh, both in microseconds (see metrics.batch1_floor_microseconds). Empty
+    without an sgemm peak."""
+    from fastlstm.bench import metrics
+
+    floors: Dict[str, float] = {}
+    reads: Dict[str, float] = {}
+    if sgemm_peak is None:
+        return floors, reads
+    for case in cases:
+        if case.config.batch != 1 or not case.engines:
+            continue
+        floors[case.config.name] = metrics.batch1_floor_microseconds(case.config, measure_read_seconds, sgemm_peak, threads)
+        reads[case.config.name] = measure_read_seconds(metrics.recurrent_matrix_bytes(case.config) // threads) * 1e6
+    return floors, reads
 
 
 def available_cpus() -> int:

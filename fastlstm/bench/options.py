@@ -80,15 +80,15 @@ def add_budget_arguments(parser: argparse.ArgumentParser, what: str = "config") 
     )
 
 
-def add_priming_argument(parser: argparse.ArgumentParser) -> None:
+def add_priming_argument(parser: argparse.ArgumentParser, default_ms: float = DEFAULT_PRIMING_SECONDS * 1e3, why: str = "") -> None:
     parser.add_argument(
         "--prime-ms",
         type=float,
-        default=DEFAULT_PRIMING_SECONDS * 1e3,
+        default=default_ms,
         metavar="MS",
         help="before each timed call, the engine makes untimed calls (at least one) for MS milliseconds, "
-        "so its weights are back in cache after the other engines evicted them (default: %(default)g; "
-        "0 = strict one-call round-robin, which measures caches disturbed by other work)",
+        "so its weights are back in cache after the other engines evicted them (default: %(default)g"
+        f"{why}; 0 = strict one-call round-robin, which measures caches disturbed by other work)",
     )
 
 

@@ -13,7 +13,7 @@ gain would make every untuned user slower.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from fastlstm.bench import report
 from fastlstm.bench.configs import CONFIGS_BY_NAME, select_configs
@@ -37,6 +37,11 @@ from fastlstm.bench.timing import measure_timer_floor_ns
 from fastlstm.bench.weights import make_input, random_weights
 
 DEFAULT_THREADS = 2
+# Multi-threaded engines leave their workers spinning after each call, on the very cores the next
+# engine's threads need: measured here, ORT's intra-op worker spins for ~40 ms after its last Run,
+# torch's OpenMP worker for ~10 ms. Priming each turn for longer than that measures every engine as
+# a service running it alone would see it.
+DEFAULT_PRIMING_MS = 60.0
 # The default policy may be at most this much slower than 1 thread (median over median).
 DEFAULT_POLICY_TOLERANCE = 0.05
 OUTPUT_STEM = "threads"
@@ -91,14 +96,19 @@ def _policy_cell(case: CaseResult) -> str:
     return f"{ratio:.2f} {verdict}"
 
 
-def threads_table(cases: Sequence[CaseResult], threads: int, variants: Sequence[Variant]) -> str:
+def threads_table(
+    cases: Sequence[CaseResult], threads: int, variants: Sequence[Variant], floors_us: Optional[Mapping[str, float]] = None
+) -> str:
     nt = key_nt("fastlstm", threads)
     baselines = [(key_nt(engine, threads), label) for engine, label in (("ort", "ORT"), ("torch", "torch"))]
     baselines = [(key, label) for key, label in baselines if any(v.key == key for v in variants)]
+    floors_us = floors_us or {}
     header = ["config", "shape"] + [variant.label for variant in variants]
     header += [f"fastlstm {threads}T/1T speedup"]
     header += [f"fastlstm/{label} ({threads}T)" for _key, label in baselines]
     header += ["default/1T (<= 1.05)"]
+    if floors_us:
+        header += [f"floor {threads}T (us)"] + [f"floor/{label} ({threads}T)" for _key, label in baselines]
     rows = []
     for case in cases:
         row = [case.config.name, case.config.describe()]
@@ -106,6 +116,12 @@ def threads_table(cases: Sequence[CaseResult], threads: int, variants: Sequence[
         row.append(_speedup_text(speedup_nt_over_1t(case, threads)))
         row += [report.format_ratio(report.time_ratio(case, nt, key)) for key, _label in baselines]
         row.append(_policy_cell(case))
+        if floors_us:
+            floor = floors_us.get(case.config.name)
+            row.append(report.format_us(floor) if floor is not None else report.MISSING)
+            for key, _label in baselines:
+                result = case.engines.get(key)
+                row.append(f"{floor / result.timing.median_us:.2f}" if floor is not None and result else report.MISSING)
         rows.append(row)
     return report.markdown_table(header, rows)
 
@@ -126,6 +142,7 @@ def render_markdown(
     timer_floor_ns: float,
     default_threads: int,
     notes: Sequence[str],
+    floors_us: Optional[Mapping[str, float]] = None,
 ) -> str:
     threads = settings.threads
     slower = [case.config.name for case in cases if default_policy_ok(case) is False]
@@ -156,9 +173,12 @@ def render_markdown(
         "",
         f"Speedup is fastlstm 1T time over {threads}T time. fastlstm/X is fastlstm {threads}T's median over X's at "
         f"{threads} threads: below 1 means fastlstm is faster. default/1T is the default policy's median over "
-        "1 thread's.",
+        "1 thread's. At batch 1, the floor is what no exact fp32 engine can beat on this machine: each of "
+        f"{threads} cores reads its 1/{threads} share of every W_hh each step (at the measured rate of reading "
+        "that many cached bytes on one core) and does 1/{threads} of the input projection at the single-core "
+        "sgemm peak; floor/X is the lowest fastlstm/X ratio reachable.".replace("{threads}", str(threads)),
         "",
-        threads_table(cases, threads, variants),
+        threads_table(cases, threads, variants, floors_us),
         "",
         "## Default thread policy check",
         "",
@@ -194,6 +214,7 @@ def render_json(
     timer_floor_ns: float,
     default_threads: int,
     notes: Sequence[str],
+    floors_us: Optional[Mapping[str, float]] = None,
 ) -> str:
     return report.to_json(
         {
@@ -207,6 +228,7 @@ def render_json(
             },
             "timer_floor_ns": timer_floor_ns,
             "default_policy_ok": policy_summary(cases),
+            "batch1_floor_us": dict(floors_us or {}),
             "cases": [case_json(case, settings.threads) for case in cases],
             "notes": list(notes),
         }
@@ -244,7 +266,7 @@ def register(subparsers: Any) -> None:
     )
     add_engines_argument(parser, "; fastlstm is required")
     add_budget_arguments(parser)
-    add_priming_argument(parser)
+    add_priming_argument(parser, DEFAULT_PRIMING_MS, ", long enough for the other engines' spinning threads to sleep")
     add_out_dir_argument(parser, f"{OUTPUT_STEM}.md and {OUTPUT_STEM}.json")
     add_seed_argument(parser)
     parser.set_defaults(handler=run, parser=parser)
@@ -291,6 +313,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         fastlstm.set_num_threads(previous_threads)
 
     notes = report.merged_notes(notes, cases)
+    progress("measuring single-core sgemm peak and cache read rates ...")
+    floors_us, _ = machine.measure_batch1_floors(cases, machine.measure_sgemm_peak_gflops(), args.threads)
     machine_info = machine.describe_machine()
     common = dict(
         machine=machine_info,
@@ -299,6 +323,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         timer_floor_ns=timer_floor_ns,
         default_threads=default_threads,
         notes=notes,
+        floors_us=floors_us,
     )
     markdown = render_markdown(cases, settings, variants, **common)
     json_text = render_json(cases, settings, **common)
