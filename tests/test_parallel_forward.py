@@ -60,3 +60,32 @@ def test_thread_settings():
             fastlstm.set_num_threads(0)
     finally:
         fastlstm.set_num_threads(before)
+
+
+def test_exact_and_finishing_while_other_processes_hold_every_core():
+    """Busy processes on every core deschedule the pool's helpers mid-call: the caller then finishes
+    alone and later calls back off. Results must stay bitwise those of one thread, with no hang."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    model = fastlstm.LSTM(64, 256, 2, bidirectional=True, seed=5)  # hidden split: one phase per step
+    x = np.random.default_rng(2).standard_normal((60, 1, 64)).astype(np.float32)
+    expected, (h1, c1) = model(x, num_threads=1)
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+    ]
+    try:
+        deadline = time.monotonic() + 2.0
+        calls = 0
+        while time.monotonic() < deadline or calls < 20:
+            output, (h_n, c_n) = model(x, num_threads=2)
+            assert np.array_equal(output, expected)
+            assert np.array_equal(h_n, h1) and np.array_equal(c_n, c1)
+            calls += 1
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
