@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -16,13 +17,30 @@ int available_cpus() {
 
 }  // namespace
 
+namespace {
+
+std::atomic<ThreadPool*> g_pool{nullptr};
+
+}  // namespace
+
 ThreadPool& ThreadPool::instance() {
   // Never destroyed: its workers run until the process exits and must not see it torn down first.
-  static ThreadPool* pool = new ThreadPool();
-  return *pool;
+  static std::once_flag created;
+  std::call_once(created, [] {
+    g_pool.store(new ThreadPool(available_cpus()), std::memory_order_release);
+    // A forked child has none of the parent's workers, and inherits the pool's mutexes and condition
+    // variable in whatever state the parent's threads left them (waking "waiters" that do not exist
+    // hangs). The child, single-threaded at this point, gets a fresh pool with the same setting;
+    // the old one is leaked on purpose (destroying its std::threads would terminate the process).
+    pthread_atfork(nullptr, nullptr, [] {
+      ThreadPool* inherited = g_pool.load(std::memory_order_relaxed);
+      g_pool.store(new ThreadPool(inherited->num_threads()), std::memory_order_release);
+    });
+  });
+  return *g_pool.load(std::memory_order_acquire);
 }
 
-ThreadPool::ThreadPool() : num_threads_(available_cpus()) {}
+ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {}
 
 void ThreadPool::set_num_threads(int n) { num_threads_.store(std::max(1, n), std::memory_order_relaxed); }
 

@@ -119,7 +119,7 @@ class ThreadPool {
   bool backing_off() const;
 
  private:
-  ThreadPool();
+  explicit ThreadPool(int num_threads);
   void ensure_workers(int count);
   void worker_loop(int index);
 
