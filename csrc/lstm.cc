@@ -296,8 +296,11 @@ class PackedLstm<T>::Pass {
         const int64_t t = reverse ? t_hi - 1 - i : t_lo + i;
         phase(team, [&](const Share& share) {
           if (chunk == 0 && i == 0) init_cell_state(layer, d, scratch, share);
-          if (i == 0) project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
-          step_gates(layer, d, w, scratch, mine, share, t, t_lo);
+          // A one-step chunk of few rows (a streaming step) adds its input projection inside the
+          // fused step: one sweep over the weights, no z round trip.
+          const bool input_in_step = t_hi - t_lo == 1 && rows_at(share, t) <= kFusedStepMaxRows;
+          if (i == 0 && !input_in_step) project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
+          step_gates(layer, d, w, scratch, mine, share, t, t_lo, input_in_step);
         });
         if (project) phase(team, [&](const Share& share) { step_projection(layer, d, w, scratch, mine, share, t); });
       }
@@ -359,9 +362,15 @@ class PackedLstm<T>::Pass {
     kernels_.gemm_accumulate(gemm);
   }
 
-  // The gates and cell update of step t for one share; h goes to h_raw when projecting.
+  // The share's rows running at step t.
+  int64_t rows_at(const Share& share, int64_t t) const {
+    return active_[t] > share.first_row ? (active_[t] - share.first_row + share.row_stride - 1) / share.row_stride : 0;
+  }
+
+  // The gates and cell update of step t for one share; h goes to h_raw when projecting. With
+  // input_in_step, the fused step also computes the input projection (z is then not used).
   void step_gates(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
-                  MemberScratch<T>& mine, const Share& share, int64_t t, int64_t t_lo) {
+                  MemberScratch<T>& mine, const Share& share, int64_t t, int64_t t_lo, bool input_in_step) {
     const bool reverse = d == 1;
     const bool project = dims_.proj_size > 0;
     int64_t rows = 0;  // this member's running rows; row r is slot first_row + r * row_stride
@@ -374,6 +383,7 @@ class PackedLstm<T>::Pass {
         mine.h_rows[rows] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
       }
       mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
+      if (input_in_step) mine.a_rows[rows] = input_row(layer, t, s);
       mine.out_rows[rows] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
     }
 
@@ -389,6 +399,12 @@ class PackedLstm<T>::Pass {
     args.c = scratch.c.data() + share.first_row * model_.hidden_padded_;
     args.c_stride = share.row_stride * model_.hidden_padded_;
     args.h_out = mine.out_rows.data();
+    if (input_in_step) {
+      args.x = mine.a_rows.data();
+      args.w_ih = w.w_ih.data();
+      args.bias = w.bias.data();
+      args.k_in = w.input_size;
+    }
     if (rows <= kFusedStepMaxRows) {
       // Each member's sweeps over its panels alternate direction across rows and steps.
       args.sweep_parity = mine.sweeps & 1;

@@ -30,7 +30,13 @@ template <typename T>
 struct StepArgs {
   int64_t rows = 0;
   const T* const* h_prev = nullptr;  // rows pointers, k values each
-  T* const* z = nullptr;             // rows pointers to x W_ih^T + bias (packed layout)
+  const T* const* z = nullptr;       // rows pointers to x W_ih^T + bias (packed layout); see x
+  // Fused step only: when x is set, z is not read; the step starts from the bias and adds x W_ih^T
+  // itself (one sweep instead of a separate projection, for single-step calls).
+  const T* const* x = nullptr;       // rows pointers, k_in values each
+  const T* w_ih = nullptr;           // packed input weights
+  const T* bias = nullptr;           // packed b_ih + b_hh, one z row
+  int64_t k_in = 0;
   const T* w_hh = nullptr;           // packed recurrent weights
   int64_t k = 0;                     // H_out
   int64_t hidden_size = 0;           // valid units; the last panel may be partial

@@ -110,10 +110,16 @@ struct Kernels {
   // hence not on the batch around it or on how a call was split across threads.
   template <int G, int NP>
   static void accumulate_row(const T* a, int64_t k, const T* w, const T* z, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
-    const int64_t w_panel = k * G * kPanel;
     for (int q = 0; q < NP; ++q)
       for (int g = 0; g < G; ++g)
         for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::load(z + ((p + q) * G + g) * kPanel + v * V::kWidth);
+    add_row_blocks<G, NP>(a, k, w, p, acc);
+  }
+
+  // acc += sum_k a[k] * w[p+q][k][g], one reduction block at a time (see accumulate_row).
+  template <int G, int NP>
+  static void add_row_blocks(const T* a, int64_t k, const T* w, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
+    const int64_t w_panel = k * G * kPanel;
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
       Reg part[NP][G][kVecsPerPanel];
@@ -164,7 +170,13 @@ struct Kernels {
       auto pass = [&](auto panels, int64_t p) {
         constexpr int N = decltype(panels)::value;
         Reg acc[N][kGates][kVecsPerPanel];
-        accumulate_row<kGates, N>(args.h_prev[r], args.k, args.w_hh, args.z[r], p, acc);
+        if (args.x != nullptr) {
+          // The input projection rides along, summed in the same order as its GEMM would.
+          accumulate_row<kGates, N>(args.x[r], args.k_in, args.w_ih, args.bias, p, acc);
+          add_row_blocks<kGates, N>(args.h_prev[r], args.k, args.w_hh, p, acc);
+        } else {
+          accumulate_row<kGates, N>(args.h_prev[r], args.k, args.w_hh, args.z[r], p, acc);
+        }
         for (int q = 0; q < N; ++q) {
           const int64_t unit = (p + q) * kPanel;
           update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
