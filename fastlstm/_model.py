@@ -228,17 +228,28 @@ class LSTM:
                 raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
         if input.dtype is not self._dtype:
             self._check_input_dtype(input)
-        if not input.flags.carray:
-            input = _kernel_readable(input)
         h0, c0 = (None, None) if state is None else state
         if out is None:
+            if not input.flags.carray:
+                input = _kernel_readable(input)
             output, h_n, c_n = self._packed.step(input, h0, c0, num_threads=num_threads)
             return output, (h_n, c_n)
-        if not isinstance(out, (tuple, list)) or len(out) != 3:
-            raise TypeError("out must be a tuple (output, h_n, c_n) of numpy arrays")
-        # The extension checks every shape, dtype, contiguity and overlap and raises ValueError/TypeError.
-        self._packed.step(input, h0, c0, out[0], out[1], out[2], num_threads)
-        return out[0], (out[1], out[2])
+        # The streaming fast path: every check not needed to get the arrays to the extension is left
+        # to it (it checks every shape, dtype, contiguity and overlap, raising ValueError/TypeError).
+        if type(out) is not tuple and not isinstance(out, (tuple, list)):
+            raise TypeError(f"out must be a tuple (output, h_n, c_n) of numpy arrays, got {type(out).__name__}")
+        try:
+            output, h_n, c_n = out
+        except ValueError:
+            raise TypeError(f"out must be a tuple of 3 arrays (output, h_n, c_n), got {len(out)} items") from None
+        try:
+            self._packed.step(input, h0, c0, output, h_n, c_n, num_threads)
+        except ValueError:
+            if input.flags.carray:
+                raise
+            # An input the kernel cannot read in place (misaligned, oddly strided): copy and retry.
+            self._packed.step(_kernel_readable(input), h0, c0, output, h_n, c_n, num_threads)
+        return output, (h_n, c_n)
 
     def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any], num_threads: int) -> Tuple[Any, State]:
         if lengths is not None:

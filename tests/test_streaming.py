@@ -402,3 +402,20 @@ def test_step_with_out_allocates_no_arrays():
     assert peak_without_out >= 3 * array_bytes, f"control run peaked at only {peak_without_out} bytes"
     assert peak_with_out < array_bytes // 4, f"step with out= peaked at {peak_with_out} bytes above baseline"
     assert np.isfinite(h).all() and np.isfinite(c).all()
+
+
+def test_step_out_copies_inputs_the_kernel_cannot_read_in_place(streaming):
+    """The out= fast path leaves contiguity and alignment to the extension; an input it refuses
+    (every other column, or misaligned) is copied and the step retried, with the same result."""
+    model, x, h, c, y = streaming
+    want, (want_h, want_c) = model.step(x, (h, c))
+    wide = np.zeros((x.shape[0], 2 * x.shape[1]), np.float32)
+    wide[:, ::2] = x
+    raw = np.zeros(x.size * 4 + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(x.shape)
+    misaligned[...] = x
+    for odd_input in (wide[:, ::2], misaligned):
+        h_n, c_n = np.empty_like(h), np.empty_like(c)
+        got, _ = model.step(odd_input, (h, c), out=(y, h_n, c_n))
+        assert got is y
+        assert np.array_equal(y, want) and np.array_equal(h_n, want_h) and np.array_equal(c_n, want_c)
