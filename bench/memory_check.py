@@ -15,8 +15,6 @@ it grows by more than --max-growth-mb. torch is optional: without it the torch p
 from __future__ import annotations
 
 import argparse
-import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,67 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, built in place
 import fastlstm  # noqa: E402
 
-try:
-    import torch
-    from torch.nn.utils.rnn import pack_padded_sequence
-except ModuleNotFoundError:  # pragma: no cover - torch is optional here
-    torch = None
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-INPUT, HIDDEN = 6, 12
+from fastlstm.bench.mixed_calls import KINDS, make_models, one_call, resident_bytes, warm_up  # noqa: E402
 
 
 def resident_mib() -> float:
-    gc.collect()
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE / 2**20
-
-
-def make_models():
-    return [
-        fastlstm.LSTM(INPUT, HIDDEN, seed=0),
-        fastlstm.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, proj_size=5, seed=1),
-        fastlstm.LSTM(INPUT, HIDDEN, num_layers=3, batch_first=True, dtype=np.float64, seed=2),
-    ]
-
-
-def one_call(model, rng, kind: int) -> None:
-    batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 9))
-    dtype = model.dtype
-    x = rng.standard_normal((batch, steps, INPUT) if model.batch_first else (steps, batch, INPUT)).astype(dtype)
-    first = x[:, 0] if model.batch_first else x[0]
-    h0, c0 = (a + 0.1 for a in model.initial_state(batch))
-    if kind == 0:
-        model(x)
-    elif kind == 1:
-        model(x, (h0, c0), lengths=rng.integers(1, steps + 1, size=batch))
-    elif kind == 2 and torch is not None:
-        model(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
-    elif kind == 3 and torch is not None:
-        lengths = torch.from_numpy(rng.integers(1, steps + 1, size=batch))
-        model(pack_padded_sequence(torch.from_numpy(x), lengths, batch_first=model.batch_first, enforce_sorted=False))
-    elif kind == 4:
-        model(rng.standard_normal((steps, INPUT)).astype(dtype), model.initial_state(None))
-    elif kind == 5:
-        state = model.initial_state(batch)
-        for t in range(steps):
-            _, state = model.step(x[:, t] if model.batch_first else x[t], state)
-    elif kind == 6:
-        width = model.config.num_directions * model.config.output_hidden_size
-        output, h_n, c_n = np.empty((batch, width), dtype), h0.copy(), c0.copy()
-        model.step(first, (h_n, c_n), out=(output, h_n, c_n))
-    elif kind == 7:
-        for bad in (lambda: model.step(first, (h0, c0), out=(np.empty((batch + 1, 3), dtype), h0.copy(), c0.copy())),
-                    lambda: model(x, (h0, c0[..., :-1]))):
-            try:
-                bad()
-            except (ValueError, TypeError):
-                pass
-            else:
-                raise AssertionError("an invalid call was accepted")
-
-
-KINDS = 8
+    return resident_bytes() / 2**20
 
 
 def main(argv=None) -> int:
@@ -100,13 +42,9 @@ def main(argv=None) -> int:
 
     models = make_models()
     rng = np.random.default_rng(args.seed)
-    for model in models:  # every path at the largest shapes: scratch at its high-water mark
-        for kind in range(KINDS):
-            for _ in range(30):
-                one_call(model, rng, kind)
-    for i in range(args.warmup):
-        one_call(models[i % len(models)], rng, int(rng.integers(KINDS)))
+    warm_up(models, rng, args.warmup)
 
+    torch = sys.modules.get("torch")
     print(f"fastlstm {fastlstm.__version__}, isa {fastlstm.cpu_info()['isa']}, torch "
           f"{torch.__version__ if torch is not None else 'absent (torch paths skipped)'}")
     baseline = resident_mib()
