@@ -256,18 +256,14 @@ class LSTM:
             raise ValueError("lengths must not be given with a PackedSequence, which carries its own")
         padded, seq_lengths = _interop.unpack_sequence(packed)
         x = _interop.tensor_to_numpy(padded, "input")
-        if x.dtype is not self._dtype:
-            self._check_input_dtype(x)
-        h0 = c0 = None
-        if hx is not None:
-            h0, c0 = self._check_state(hx, x.shape[1], False)
-        output, h_n, c_n = self._packed.forward(x, False, h0, c0, seq_lengths, None, None, None, num_threads)
+        output, (h_n, c_n) = self._forward_numpy(x, hx, seq_lengths, num_threads, time_major=True)
         torch = _interop.loaded_torch()
         return _interop.repack_sequence(packed, output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
 
     def _forward_numpy(
-        self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any], num_threads: int = 0
+        self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any], num_threads: int = 0, time_major: bool = False
     ) -> Tuple[np.ndarray, State]:
+        """`time_major` overrides batch_first (a PackedSequence unpacks time-major)."""
         # The hot path of a service: cheap identity checks first, detailed messages only on failure.
         if x.dtype is not self._dtype:
             self._check_input_dtype(x)
@@ -277,7 +273,7 @@ class LSTM:
             x = x[:, None, :]
             batch_first = False
         elif x.ndim == 3:
-            batch_first = config.batch_first
+            batch_first = config.batch_first and not time_major
         else:
             raise ValueError(
                 f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
