@@ -164,38 +164,102 @@ struct Kernels {
     }
   }
 
-  static void lstm_step_fused(const StepArgs<T>& args) {
-    constexpr int NP = kRowPanels<kGates>;
-    for (int64_t r = 0; r < args.rows; ++r) {
-      auto pass = [&](auto panels, int64_t p) {
-        constexpr int N = decltype(panels)::value;
+  // Rows of the fused step sharing each weight load: as many as keep their partial sums in half the
+  // vector registers (4 with AVX-512's 32, 1 with AVX2's 16). A single row instead takes several
+  // panels at once for enough independent FMA chains.
+  static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
+  static constexpr int kFusedRows = kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
+
+  // acc[r] += sum_k a[r][k] * w[p][k][g] for R rows of one panel, each row's sums formed exactly as
+  // add_row_blocks forms them (same partial sums, same order: bitwise the same results), but each
+  // weight vector loaded once for all R rows.
+  template <int R>
+  static void add_rows_blocks(const T* const* a, int64_t k, const T* w, int64_t p, Reg (&acc)[R][kGates][kVecsPerPanel]) {
+    const int64_t w_panel = k * kGates * kPanel;
+    for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
+      const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
+      Reg part[R][kGates][kVecsPerPanel];
+      for (int r = 0; r < R; ++r)
+        for (int g = 0; g < kGates; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) part[r][g][v] = V::zero();
+      const T* wk = w + p * w_panel + k0 * kGates * kPanel;
+      for (int64_t kk = k0; kk < k1; ++kk, wk += kGates * kPanel) {
+        Reg b[R];
+        for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
+        for (int g = 0; g < kGates; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) {
+            const Reg wv = V::load(wk + g * kPanel + v * V::kWidth);
+            for (int r = 0; r < R; ++r) part[r][g][v] = V::fmadd(wv, b[r], part[r][g][v]);
+          }
+      }
+      for (int r = 0; r < R; ++r)
+        for (int g = 0; g < kGates; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) acc[r][g][v] = V::add(acc[r][g][v], part[r][g][v]);
+    }
+  }
+
+  // The fused step for rows [r0, r0 + R): per panel, z (or the bias, then x W_ih) + h W_hh, then the
+  // cell update. Panels are swept upward or downward (see lstm_step_fused).
+  template <int R>
+  static void step_rows(const StepArgs<T>& args, int64_t r0, bool downward) {
+    constexpr int NP = R == 1 ? kRowPanels<kGates> : 1;
+    auto pass = [&](auto panels, int64_t p) {
+      constexpr int N = decltype(panels)::value;
+      if constexpr (R == 1) {
         Reg acc[N][kGates][kVecsPerPanel];
         if (args.x != nullptr) {
           // The input projection rides along, summed in the same order as its GEMM would.
-          accumulate_row<kGates, N>(args.x[r], args.k_in, args.w_ih, args.bias, p, acc);
-          add_row_blocks<kGates, N>(args.h_prev[r], args.k, args.w_hh, p, acc);
+          accumulate_row<kGates, N>(args.x[r0], args.k_in, args.w_ih, args.bias, p, acc);
+          add_row_blocks<kGates, N>(args.h_prev[r0], args.k, args.w_hh, p, acc);
         } else {
-          accumulate_row<kGates, N>(args.h_prev[r], args.k, args.w_hh, args.z[r], p, acc);
+          accumulate_row<kGates, N>(args.h_prev[r0], args.k, args.w_hh, args.z[r0], p, acc);
         }
         for (int q = 0; q < N; ++q) {
           const int64_t unit = (p + q) * kPanel;
-          update_panel(acc[q], args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
+          update_panel(acc[q], args.c + r0 * args.c_stride + unit, args.h_out[r0] + unit, args.hidden_size - unit);
         }
-      };
-      // Alternate rows sweep the panels in opposite directions, so each sweep starts on the
-      // weights the previous one touched last, still in L1/L2 (bitwise the same: panels are
-      // independent).
-      const int64_t panels = args.panel_end - args.panel_begin;
-      const int64_t whole = panels - panels % NP;
-      if (((r + args.sweep_parity) & 1) == 0) {
-        int64_t p = args.panel_begin;
-        for (; p < args.panel_begin + whole; p += NP) pass(std::integral_constant<int, NP>(), p);
-        for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
       } else {
-        for (int64_t p = args.panel_end - 1; p >= args.panel_begin + whole; --p) pass(std::integral_constant<int, 1>(), p);
-        for (int64_t p = args.panel_begin + whole - NP; p >= args.panel_begin; p -= NP) pass(std::integral_constant<int, NP>(), p);
+        Reg acc[R][kGates][kVecsPerPanel];
+        for (int r = 0; r < R; ++r) {
+          const T* start = args.x != nullptr ? args.bias : args.z[r0 + r];
+          for (int g = 0; g < kGates; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) acc[r][g][v] = V::load(start + (p * kGates + g) * kPanel + v * V::kWidth);
+        }
+        if (args.x != nullptr) add_rows_blocks<R>(args.x + r0, args.k_in, args.w_ih, p, acc);
+        add_rows_blocks<R>(args.h_prev + r0, args.k, args.w_hh, p, acc);
+        const int64_t unit = p * kPanel;
+        for (int r = 0; r < R; ++r)
+          update_panel(acc[r], args.c + (r0 + r) * args.c_stride + unit, args.h_out[r0 + r] + unit, args.hidden_size - unit);
       }
+    };
+    const int64_t panels = args.panel_end - args.panel_begin;
+    const int64_t whole = panels - panels % NP;
+    if (!downward) {
+      int64_t p = args.panel_begin;
+      for (; p < args.panel_begin + whole; p += NP) pass(std::integral_constant<int, NP>(), p);
+      for (; p < args.panel_end; ++p) pass(std::integral_constant<int, 1>(), p);
+    } else {
+      for (int64_t p = args.panel_end - 1; p >= args.panel_begin + whole; --p) pass(std::integral_constant<int, 1>(), p);
+      for (int64_t p = args.panel_begin + whole - NP; p >= args.panel_begin; p -= NP) pass(std::integral_constant<int, NP>(), p);
     }
+  }
+
+  // Rows go in groups of up to kFusedRows, each group one sweep over the weights. Successive sweeps
+  // alternate direction, so each starts on the weights the previous one touched last, still in
+  // L1/L2 (bitwise the same: panels are independent).
+  static void lstm_step_fused(const StepArgs<T>& args) {
+    int64_t sweep = args.sweep_parity;
+    for (int64_t r0 = 0; r0 < args.rows; ++sweep) r0 += step_group<kFusedRows>(args, r0, (sweep & 1) != 0);
+  }
+
+  // Runs the largest group of at most R rows that fits the rows left; returns its size.
+  template <int R>
+  static int64_t step_group(const StepArgs<T>& args, int64_t r0, bool downward) {
+    if constexpr (R > 1) {
+      if (args.rows - r0 < R) return step_group<R - 1>(args, r0, downward);
+    }
+    step_rows<R>(args, r0, downward);
+    return R;
   }
 
   static void lstm_cell_update(const StepArgs<T>& args) {

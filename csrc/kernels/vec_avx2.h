@@ -10,6 +10,7 @@ struct VecAvx2F32 {
   using T = float;
   using Reg = __m256;
   static constexpr int kWidth = 8;
+  static constexpr int kRegisters = 16;  // architectural vector registers
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(T v) { return _mm256_set1_ps(v); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
@@ -35,6 +36,7 @@ struct VecAvx2F64 {
   using T = double;
   using Reg = __m256d;
   static constexpr int kWidth = 4;
+  static constexpr int kRegisters = 16;  // architectural vector registers
   static Reg zero() { return _mm256_setzero_pd(); }
   static Reg set1(T v) { return _mm256_set1_pd(v); }
   static Reg load(const T* p) { return _mm256_loadu_pd(p); }

@@ -8,6 +8,7 @@ struct VecScalar {
   using T = Scalar;
   using Reg = Scalar;
   static constexpr int kWidth = 1;
+  static constexpr int kRegisters = 16;  // architectural vector registers
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
