@@ -84,6 +84,7 @@ class LSTM:
             "_dtype": dtype,
             "_state_sizes": (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size),
             "_packed": packed,
+            "_packed_step": packed.step,  # bound once: the streaming fast path counts its lookups
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -223,32 +224,43 @@ class LSTM:
         `out=(output, h_n, c_n)` writes into caller-owned C-contiguous arrays and allocates nothing;
         h_n/c_n may be the very arrays of `state`, updating the stream's state in place.
         Same as `model(input[None], state)` with the time axis dropped."""
-        if type(input) is not np.ndarray:
-            if not isinstance(input, np.ndarray):
-                raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
+        if out is not None and type(input) is np.ndarray:
+            # The streaming fast path. The extension checks every shape, dtype, contiguity and
+            # overlap; if it refuses anything, the checked path below runs and raises the precise
+            # error (or copies an input the kernel cannot read in place). Nothing is written before
+            # the checks pass, so trying first is safe.
+            try:
+                h0, c0 = state  # type: ignore[misc]
+                output, h_n, c_n = out
+                self._packed_step(input, h0, c0, output, h_n, c_n, num_threads)
+                return output, (h_n, c_n)
+            except (TypeError, ValueError):
+                pass
+        return self._checked_step(input, state, out, num_threads)
+
+    def _checked_step(
+        self,
+        input: Any,
+        state: Optional[Tuple[np.ndarray, np.ndarray]],
+        out: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+        num_threads: int,
+    ) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        if not isinstance(input, np.ndarray):
+            raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
         if input.dtype is not self._dtype:
             self._check_input_dtype(input)
         h0, c0 = (None, None) if state is None else state
+        if not input.flags.carray:
+            input = _kernel_readable(input)
         if out is None:
-            if not input.flags.carray:
-                input = _kernel_readable(input)
             output, h_n, c_n = self._packed.step(input, h0, c0, num_threads=num_threads)
             return output, (h_n, c_n)
-        # The streaming fast path: every check not needed to get the arrays to the extension is left
-        # to it (it checks every shape, dtype, contiguity and overlap, raising ValueError/TypeError).
-        if type(out) is not tuple and not isinstance(out, (tuple, list)):
+        if not isinstance(out, (tuple, list)):
             raise TypeError(f"out must be a tuple (output, h_n, c_n) of numpy arrays, got {type(out).__name__}")
-        try:
-            output, h_n, c_n = out
-        except ValueError:
-            raise TypeError(f"out must be a tuple of 3 arrays (output, h_n, c_n), got {len(out)} items") from None
-        try:
-            self._packed.step(input, h0, c0, output, h_n, c_n, num_threads)
-        except ValueError:
-            if input.flags.carray:
-                raise
-            # An input the kernel cannot read in place (misaligned, oddly strided): copy and retry.
-            self._packed.step(_kernel_readable(input), h0, c0, output, h_n, c_n, num_threads)
+        if len(out) != 3:
+            raise TypeError(f"out must be a tuple of 3 arrays (output, h_n, c_n), got {len(out)} items")
+        output, h_n, c_n = out
+        self._packed.step(input, h0, c0, output, h_n, c_n, num_threads)
         return output, (h_n, c_n)
 
     def _forward_packed(self, packed: Any, hx: Optional[State], lengths: Optional[Any], num_threads: int) -> Tuple[Any, State]:

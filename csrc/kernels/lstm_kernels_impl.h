@@ -103,40 +103,47 @@ struct Kernels {
     for (int64_t u = 0; u < n; ++u) h[u] = h_panel[u];
   }
 
-  // acc[q][g] = z-row values + sum_k a[k] * w[p+q][k][g] for NP consecutive panels of one row: all
-  // G gates of NP panels at once, so there are enough independent FMA chains at a single row.
-  // Partial sums start from zero in each reduction block and are added to z in block order, exactly
-  // as gemm_accumulate's tiles do, so a row's result never depends on which kernel computed it, and
-  // hence not on the batch around it or on how a call was split across threads.
-  template <int G, int NP>
-  static void accumulate_row(const T* a, int64_t k, const T* w, const T* z, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
-    for (int q = 0; q < NP; ++q)
-      for (int g = 0; g < G; ++g)
-        for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::load(z + ((p + q) * G + g) * kPanel + v * V::kWidth);
-    add_row_blocks<G, NP>(a, k, w, p, acc);
-  }
-
-  // acc += sum_k a[k] * w[p+q][k][g], one reduction block at a time (see accumulate_row).
-  template <int G, int NP>
-  static void add_row_blocks(const T* a, int64_t k, const T* w, int64_t p, Reg (&acc)[NP][G][kVecsPerPanel]) {
+  // acc[r][q][g] += sum_k a[r][k] * w[p+q][k][g] for R rows and NP consecutive panels: all G gates
+  // at once, each weight vector loaded once for all R rows. Partial sums start from zero in each
+  // reduction block and are added in block order, exactly as gemm_accumulate's tiles do, so a row's
+  // result never depends on which kernel computed it, how many rows shared the loads, or how a call
+  // was split across threads: hence bitwise independent of the batch and the thread count.
+  template <int G, int NP, int R>
+  static void add_blocks(const T* const* a, int64_t k, const T* w, int64_t p, Reg (&acc)[R][NP][G][kVecsPerPanel]) {
     const int64_t w_panel = k * G * kPanel;
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
-      Reg part[NP][G][kVecsPerPanel];
-      for (int q = 0; q < NP; ++q)
-        for (int g = 0; g < G; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) part[q][g][v] = V::zero();
-      const T* wk = w + p * w_panel + k0 * G * kPanel;
-      for (int64_t kk = k0; kk < k1; ++kk, wk += G * kPanel) {
-        Reg b = V::set1(a[kk]);
+      Reg part[R][NP][G][kVecsPerPanel];
+      for (int r = 0; r < R; ++r)
         for (int q = 0; q < NP; ++q)
           for (int g = 0; g < G; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v)
-              part[q][g][v] = V::fmadd(V::load(wk + q * w_panel + g * kPanel + v * V::kWidth), b, part[q][g][v]);
+            for (int v = 0; v < kVecsPerPanel; ++v) part[r][q][g][v] = V::zero();
+      const T* wk = w + p * w_panel + k0 * G * kPanel;
+      for (int64_t kk = k0; kk < k1; ++kk, wk += G * kPanel) {
+        Reg b[R];
+        for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
+        for (int q = 0; q < NP; ++q)
+          for (int g = 0; g < G; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) {
+              const Reg wv = V::load(wk + q * w_panel + g * kPanel + v * V::kWidth);
+              for (int r = 0; r < R; ++r) part[r][q][g][v] = V::fmadd(wv, b[r], part[r][q][g][v]);
+            }
       }
+      for (int r = 0; r < R; ++r)
+        for (int q = 0; q < NP; ++q)
+          for (int g = 0; g < G; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) acc[r][q][g][v] = V::add(acc[r][q][g][v], part[r][q][g][v]);
+    }
+  }
+
+  // acc[r] = one accumulator row's values (z[r], or `shared` for every row) on panels p.. p+NP.
+  template <int G, int NP, int R>
+  static void load_accumulators(const T* const* z, const T* shared, int64_t p, Reg (&acc)[R][NP][G][kVecsPerPanel]) {
+    for (int r = 0; r < R; ++r) {
+      const T* row = shared != nullptr ? shared : z[r];
       for (int q = 0; q < NP; ++q)
         for (int g = 0; g < G; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) acc[q][g][v] = V::add(acc[q][g][v], part[q][g][v]);
+          for (int v = 0; v < kVecsPerPanel; ++v) acc[r][q][g][v] = V::load(row + ((p + q) * G + g) * kPanel + v * V::kWidth);
     }
   }
 
@@ -152,11 +159,12 @@ struct Kernels {
       T* c = args.c[r];
       auto pass = [&](auto panels, int64_t p) {
         constexpr int N = decltype(panels)::value;
-        Reg acc[N][G][kVecsPerPanel];
-        accumulate_row<G, N>(args.a[r], args.k, args.w, c, p, acc);
+        Reg acc[1][N][G][kVecsPerPanel];
+        load_accumulators<G, N, 1>(&args.c[r], nullptr, p, acc);
+        add_blocks<G, N, 1>(&args.a[r], args.k, args.w, p, acc);
         for (int q = 0; q < N; ++q)
           for (int g = 0; g < G; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v) V::store(c + ((p + q) * G + g) * kPanel + v * V::kWidth, acc[q][g][v]);
+            for (int v = 0; v < kVecsPerPanel; ++v) V::store(c + ((p + q) * G + g) * kPanel + v * V::kWidth, acc[0][q][g][v]);
       };
       int64_t p = args.panel_begin;
       for (; p + NP <= args.panel_end; p += NP) pass(std::integral_constant<int, NP>(), p);
@@ -170,34 +178,6 @@ struct Kernels {
   static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
   static constexpr int kFusedRows = kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
 
-  // acc[r] += sum_k a[r][k] * w[p][k][g] for R rows of one panel, each row's sums formed exactly as
-  // add_row_blocks forms them (same partial sums, same order: bitwise the same results), but each
-  // weight vector loaded once for all R rows.
-  template <int R>
-  static void add_rows_blocks(const T* const* a, int64_t k, const T* w, int64_t p, Reg (&acc)[R][kGates][kVecsPerPanel]) {
-    const int64_t w_panel = k * kGates * kPanel;
-    for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
-      const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
-      Reg part[R][kGates][kVecsPerPanel];
-      for (int r = 0; r < R; ++r)
-        for (int g = 0; g < kGates; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) part[r][g][v] = V::zero();
-      const T* wk = w + p * w_panel + k0 * kGates * kPanel;
-      for (int64_t kk = k0; kk < k1; ++kk, wk += kGates * kPanel) {
-        Reg b[R];
-        for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
-        for (int g = 0; g < kGates; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) {
-            const Reg wv = V::load(wk + g * kPanel + v * V::kWidth);
-            for (int r = 0; r < R; ++r) part[r][g][v] = V::fmadd(wv, b[r], part[r][g][v]);
-          }
-      }
-      for (int r = 0; r < R; ++r)
-        for (int g = 0; g < kGates; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) acc[r][g][v] = V::add(acc[r][g][v], part[r][g][v]);
-    }
-  }
-
   // The fused step for rows [r0, r0 + R): per panel, z (or the bias, then x W_ih) + h W_hh, then the
   // cell update. Panels are swept upward or downward (see lstm_step_fused).
   template <int R>
@@ -205,32 +185,21 @@ struct Kernels {
     constexpr int NP = R == 1 ? kRowPanels<kGates> : 1;
     auto pass = [&](auto panels, int64_t p) {
       constexpr int N = decltype(panels)::value;
-      if constexpr (R == 1) {
-        Reg acc[N][kGates][kVecsPerPanel];
-        if (args.x != nullptr) {
-          // The input projection rides along, summed in the same order as its GEMM would.
-          accumulate_row<kGates, N>(args.x[r0], args.k_in, args.w_ih, args.bias, p, acc);
-          add_row_blocks<kGates, N>(args.h_prev[r0], args.k, args.w_hh, p, acc);
-        } else {
-          accumulate_row<kGates, N>(args.h_prev[r0], args.k, args.w_hh, args.z[r0], p, acc);
-        }
+      Reg acc[R][N][kGates][kVecsPerPanel];
+      if (args.x != nullptr) {
+        // The input projection rides along, summed in the same order as its GEMM would.
+        load_accumulators<kGates, N, R>(nullptr, args.bias, p, acc);
+        add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, p, acc);
+      } else {
+        load_accumulators<kGates, N, R>(args.z + r0, nullptr, p, acc);
+      }
+      add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, p, acc);
+      for (int r = 0; r < R; ++r)
         for (int q = 0; q < N; ++q) {
           const int64_t unit = (p + q) * kPanel;
-          update_panel(acc[q], args.c + r0 * args.c_stride + unit, args.h_out[r0] + unit, args.hidden_size - unit);
+          update_panel(acc[r][q], args.c + (r0 + r) * args.c_stride + unit, args.h_out[r0 + r] + unit,
+                       args.hidden_size - unit);
         }
-      } else {
-        Reg acc[R][kGates][kVecsPerPanel];
-        for (int r = 0; r < R; ++r) {
-          const T* start = args.x != nullptr ? args.bias : args.z[r0 + r];
-          for (int g = 0; g < kGates; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v) acc[r][g][v] = V::load(start + (p * kGates + g) * kPanel + v * V::kWidth);
-        }
-        if (args.x != nullptr) add_rows_blocks<R>(args.x + r0, args.k_in, args.w_ih, p, acc);
-        add_rows_blocks<R>(args.h_prev + r0, args.k, args.w_hh, p, acc);
-        const int64_t unit = p * kPanel;
-        for (int r = 0; r < R; ++r)
-          update_panel(acc[r], args.c + (r0 + r) * args.c_stride + unit, args.h_out[r0 + r] + unit, args.hidden_size - unit);
-      }
     };
     const int64_t panels = args.panel_end - args.panel_begin;
     const int64_t whole = panels - panels % NP;
