@@ -13,6 +13,7 @@ CONFIGS = [
     pytest.param(64, 256, 2, False, 0, 30, 1, id="hidden-units"),
     pytest.param(32, 256, 1, False, 64, 20, 1, id="hidden-units-proj"),
     pytest.param(48, 192, 2, True, 0, 25, 1, id="directions"),
+    pytest.param(40, 160, 1, True, 0, 15, 8, id="batch-rows-from-8"),
     pytest.param(24, 48, 2, False, 0, 12, 40, id="batch-rows"),
     pytest.param(24, 48, 1, True, 16, 12, 33, id="batch-rows-bidir-proj"),
 ]
@@ -49,6 +50,21 @@ def test_result_independent_of_threads_and_batch(input_size, hidden, layers, bid
     for rows in (slice(0, 1), slice(2, 5)):
         alone, _ = model(np.ascontiguousarray(x[:, rows]), num_threads=1)
         assert np.array_equal(alone, one_thread[:, rows])
+
+
+@pytest.mark.parametrize("batch", [2, 3, 4, 5, 7])
+def test_small_batches_split_by_hidden_units_match_each_row_alone(batch):
+    """Batches below 8 share each step's hidden units across threads, and up to four rows share
+    each weight load: every row must still equal its own one-row, one-thread run bitwise."""
+    model = fastlstm.LSTM(40, 192, 2, seed=4)
+    x = np.random.default_rng(batch).standard_normal((12, batch, 40)).astype(np.float32)
+    lengths = np.arange(12, 12 - batch, -1) if batch > 2 else None
+    for threads in (1, 2):
+        output, _ = model(x, num_threads=threads, lengths=lengths)
+        for row in range(batch):
+            steps = 12 if lengths is None else int(lengths[row])
+            alone, _ = model(np.ascontiguousarray(x[:steps, row : row + 1]), num_threads=1)
+            assert np.array_equal(output[:steps, row : row + 1], alone)
 
 
 def test_thread_settings():
