@@ -177,12 +177,17 @@ class PackedLstm<T>::Pass {
 
  private:
   int choose_team_size(int threads) {
+    int size = worthwhile_team_size(threads);
+    // Checked last: it reads the clock, which a call too small to split need not pay for.
+    if (size > 1 && ThreadPool::instance().backing_off()) size = 1;
+    split_rows_ = size > 1 && batch_ >= 2 * kMinRowsPerThread;
+    return size;
+  }
+
+  int worthwhile_team_size(int threads) const {
     const int64_t H = dims_.hidden_size;
-    if (threads <= 1 || batch_ == 0 || ThreadPool::instance().backing_off()) return 1;
-    if (batch_ >= 2 * kMinRowsPerThread) {
-      split_rows_ = true;
-      return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));
-    }
+    if (threads <= 1 || batch_ == 0) return 1;
+    if (batch_ >= 2 * kMinRowsPerThread) return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));
     const int64_t panels = model_.hidden_padded_ / kPanelWidth<T>;
     const int64_t step_macs = batch_ * 4 * H * h_out_;
     if (step_macs < kMinSplitStepMacs || panels < 2) return 1;
