@@ -13,6 +13,7 @@ gain would make every untuned user slower.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from fastlstm.bench import report
@@ -132,18 +133,24 @@ def policy_summary(cases: Sequence[CaseResult]) -> Optional[bool]:
     return all(verdicts) if verdicts else None
 
 
-def render_markdown(
-    cases: Sequence[CaseResult],
-    settings: SuiteSettings,
-    variants: Sequence[Variant],
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    timer_floor_ns: float,
-    default_threads: int,
-    notes: Sequence[str],
-    floors_us: Optional[Mapping[str, float]] = None,
-) -> str:
+@dataclasses.dataclass
+class ThreadsRun:
+    """Everything one `fastlstm bench threads` invocation produced, as its reports need it."""
+
+    cases: Sequence[CaseResult]
+    settings: SuiteSettings
+    variants: Sequence[Variant]
+    machine: Dict[str, Any]
+    command: str
+    date: str
+    timer_floor_ns: float
+    default_threads: int
+    notes: Sequence[str]
+    floors_us: Mapping[str, float] = dataclasses.field(default_factory=dict)  # N-thread batch-1 floors
+
+
+def render_markdown(run: ThreadsRun) -> str:
+    cases, settings = run.cases, run.settings
     threads = settings.threads
     slower = [case.config.name for case in cases if default_policy_ok(case) is False]
     verdict = policy_summary(cases)
@@ -156,12 +163,12 @@ def render_markdown(
     lines = [
         f"# fastlstm thread scaling: 1 vs {threads} threads",
         "",
-        *report.header_lines(machine, date, command),
+        *report.header_lines(run.machine, run.date, run.command),
         f"- timing: one process, all variants interleaved round-robin (rotating order), "
-        f"{report.timing_budget_text(settings)}, per-call perf_counter_ns; harness floor {timer_floor_ns:.0f} ns/call",
+        f"{report.timing_budget_text(settings)}, per-call perf_counter_ns; harness floor {run.timer_floor_ns:.0f} ns/call",
         f"- {report.priming_text(settings.priming_seconds)}",
         f"- fastlstm nT: `model(x, num_threads=n)`; fastlstm default: `model(x)`, i.e. the library's own policy "
-        f"(`fastlstm.get_num_threads()` = {default_threads}, the CPUs this process may run on; work too small "
+        f"(`fastlstm.get_num_threads()` = {run.default_threads}, the CPUs this process may run on; work too small "
         "to gain from a split stays on the calling thread)",
         f"- torch: `torch.set_num_threads({threads})`; ORT: `intra_op_num_threads={threads}`, inter-op 1, sequential",
     ]
@@ -175,16 +182,16 @@ def render_markdown(
         f"{threads} threads: below 1 means fastlstm is faster. default/1T is the default policy's median over "
         "1 thread's. At batch 1, the floor is what no exact fp32 engine can beat on this machine: each of "
         f"{threads} cores reads its 1/{threads} share of every W_hh each step (at the measured rate of reading "
-        "that many cached bytes on one core) and does 1/{threads} of the input projection at the single-core "
-        "sgemm peak; floor/X is the lowest fastlstm/X ratio reachable.".replace("{threads}", str(threads)),
+        f"that many cached bytes on one core) and does 1/{threads} of the input projection at the single-core "
+        "sgemm peak; floor/X is the lowest fastlstm/X ratio reachable.",
         "",
-        threads_table(cases, threads, variants, floors_us),
+        threads_table(cases, threads, run.variants, run.floors_us),
         "",
         "## Default thread policy check",
         "",
         f"Default policy never more than {DEFAULT_POLICY_TOLERANCE:.0%} slower than 1 thread: {verdict_text}.",
     ]
-    lines += report.notes_section(notes)
+    lines += report.notes_section(run.notes)
     return "\n".join(lines) + "\n"
 
 
@@ -205,32 +212,23 @@ def case_json(case: CaseResult, threads: int) -> Dict[str, Any]:
     }
 
 
-def render_json(
-    cases: Sequence[CaseResult],
-    settings: SuiteSettings,
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    timer_floor_ns: float,
-    default_threads: int,
-    notes: Sequence[str],
-    floors_us: Optional[Mapping[str, float]] = None,
-) -> str:
+def render_json(run: ThreadsRun) -> str:
+    cases, settings = run.cases, run.settings
     return report.to_json(
         {
-            "command": command,
-            "date": date,
-            "machine": machine,
+            "command": run.command,
+            "date": run.date,
+            "machine": run.machine,
             "settings": {
                 **report.settings_json(settings),
-                "fastlstm_default_threads": default_threads,
+                "fastlstm_default_threads": run.default_threads,
                 "default_policy_tolerance": DEFAULT_POLICY_TOLERANCE,
             },
-            "timer_floor_ns": timer_floor_ns,
+            "timer_floor_ns": run.timer_floor_ns,
             "default_policy_ok": policy_summary(cases),
-            "batch1_floor_us": dict(floors_us or {}),
+            "batch1_floor_us": dict(run.floors_us),
             "cases": [case_json(case, settings.threads) for case in cases],
-            "notes": list(notes),
+            "notes": list(run.notes),
         }
     )
 
@@ -315,9 +313,11 @@ def run(args: argparse.Namespace, command: str) -> int:
     notes = report.merged_notes(notes, cases)
     progress("measuring single-core sgemm peak and cache read rates ...")
     floors_us, _ = machine.measure_batch1_floors(cases, machine.measure_sgemm_peak_gflops(), args.threads)
-    machine_info = machine.describe_machine()
-    common = dict(
-        machine=machine_info,
+    run = ThreadsRun(
+        cases=cases,
+        settings=settings,
+        variants=variants,
+        machine=machine.describe_machine(),
         command=command,
         date=date,
         timer_floor_ns=timer_floor_ns,
@@ -325,8 +325,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         notes=notes,
         floors_us=floors_us,
     )
-    markdown = render_markdown(cases, settings, variants, **common)
-    json_text = render_json(cases, settings, **common)
+    markdown = render_markdown(run)
+    json_text = render_json(run)
     publish(args.out_dir, {f"{OUTPUT_STEM}.md": markdown, f"{OUTPUT_STEM}.json": json_text}, markdown)
 
     slower = [case.config.name for case in cases if default_policy_ok(case) is False]
