@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _interop
 from ._config import LSTMConfig, normalize_dtype
-from ._model import LSTM
+from ._model import LSTM, check_dtype
 from ._state_dict import _as_float_array, _list_keys, choose_prefix, find_prefixes, flatten_state_dict
 
 __all__ = ["LSTMCell"]
@@ -208,14 +208,7 @@ def _describe(input_size: Any, hidden_size: Any, bias: Any) -> str:
 
 
 def _check_dtype(array: np.ndarray, name: str, dtype: np.dtype) -> None:
-    if array.dtype == dtype:
-        return
-    if array.dtype.kind == "f":
-        raise TypeError(
-            f"{name} has dtype {array.dtype} but the cell is {dtype}; convert one of them explicitly "
-            f"(fastlstm never casts silently)"
-        )
-    raise TypeError(f"{name} must be a floating array of dtype {dtype}, got dtype {array.dtype}")
+    check_dtype(array, name, dtype, "cell")
 
 
 def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:

@@ -306,14 +306,7 @@ class LSTM:
         return output, (h_n, c_n)
 
     def _check_input_dtype(self, x: np.ndarray, name: str = "input") -> None:
-        if x.dtype == self._dtype:
-            return
-        if x.dtype.kind == "f":
-            raise TypeError(
-                f"{name} has dtype {x.dtype} but the model is {self._dtype}; convert one of them explicitly "
-                f"(fastlstm never casts silently)"
-            )
-        raise TypeError(f"{name} must be a floating array of dtype {self._dtype}, got dtype {x.dtype}")
+        check_dtype(x, name, self._dtype, "model")
 
     def _check_state(self, hx: Any, batch: int, unbatched: bool) -> Tuple[np.ndarray, np.ndarray]:
         """(h0, c0) as C-contiguous arrays of the kernel's 3-D shapes, or a clear error."""
@@ -361,6 +354,18 @@ def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.
     if batch and (array.min() < 1 or array.max() > steps):
         raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got values from {array.min()} to {array.max()}")
     return np.require(array, np.int64, ["C", "A"])
+
+
+def check_dtype(array: np.ndarray, name: str, dtype: np.dtype, owner: str) -> None:
+    """TypeError unless `array` has the dtype of the model (or cell, the `owner`): never a cast."""
+    if array.dtype == dtype:
+        return
+    if array.dtype.kind == "f":
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but the {owner} is {dtype}; convert one of them explicitly "
+            f"(fastlstm never casts silently)"
+        )
+    raise TypeError(f"{name} must be a floating array of dtype {dtype}, got dtype {array.dtype}")
 
 
 def _kernel_readable(x: np.ndarray) -> np.ndarray:
