@@ -140,7 +140,7 @@ class PyPackedLstm {
                int64_t proj_size, const std::vector<py::array>& weights)
       : lstm_(build(make_dims(input_size, hidden_size, num_layers, bias, bidirectional, proj_size), weights)) {}
 
-  py::tuple forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
+  py::object forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
                     const py::object& lengths, const py::object& out, const py::object& h_n,
                     const py::object& c_n, int num_threads) const {
     const LstmDims& dims = lstm_.dims();
@@ -188,12 +188,12 @@ class PyPackedLstm {
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
     check_no_overlap(x, arrays);
-    return run(req, arrays, num_threads);
+    return run(req, arrays, num_threads, !out.is_none() && !h_n.is_none() && !c_n.is_none());
   }
 
   // One time step of (batch, input_size) or unbatched (input_size,) input, with states shaped as
   // nn.LSTM's hx (2-D when unbatched) and optional caller-owned outputs: the streaming fast path.
-  py::tuple step(const py::array& x, const py::object& h0, const py::object& c0, const py::object& out,
+  py::object step(const py::array& x, const py::object& h0, const py::object& c0, const py::object& out,
                  const py::object& h_n, const py::object& c_n, int num_threads) const {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
@@ -225,7 +225,7 @@ class PyPackedLstm {
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_b = width;
     check_no_overlap(x, arrays);
-    return run(req, arrays, num_threads);
+    return run(req, arrays, num_threads, !out.is_none() && !h_n.is_none() && !c_n.is_none());
   }
 
  private:
@@ -292,12 +292,14 @@ class PyPackedLstm {
     arrays.c_n = std::move(c_n_array);
   }
 
-  py::tuple run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads) const {
+  // (output, h_n, c_n); None when the caller gave all three (the streaming path needs no tuple).
+  py::object run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads, bool all_given) const {
     if (num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0: the default), got " + std::to_string(num_threads));
     {
       py::gil_scoped_release release;
       lstm_.forward(req, num_threads);
     }
+    if (all_given) return py::none();
     return py::make_tuple(arrays.out, arrays.h_n, arrays.c_n);
   }
 
@@ -355,10 +357,11 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
            py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
            "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
-           "written into out/h_n/c_n when given.")
+           "written into out/h_n/c_n when given (None when all three are given).")
       .def("step", &PyPackedLstm<T>::step, py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("out") = py::none(),
            py::arg("h_n") = py::none(), py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
-           "One time step of (batch, input_size) or (input_size,) input. Returns (output, h_n, c_n).");
+           "One time step of (batch, input_size) or (input_size,) input. Returns (output, h_n, c_n), or None "
+           "when out, h_n and c_n are all given.");
 }
 
 }  // namespace
