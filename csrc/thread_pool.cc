@@ -15,10 +15,6 @@ int available_cpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-}  // namespace
-
-namespace {
-
 std::atomic<ThreadPool*> g_pool{nullptr};
 
 }  // namespace
