@@ -412,10 +412,9 @@ class PackedLstm<T>::Pass {
       args.k_in = w.input_size;
     }
     if (rows <= kFusedStepMaxRows) {
-      // Each member's sweeps over its panels alternate direction across rows and steps.
+      // Each member's sweeps over its panels alternate direction, within a step and across steps.
       args.sweep_parity = mine.sweeps & 1;
-      mine.sweeps += rows;
-      kernels_.lstm_step_fused(args);
+      mine.sweeps += kernels_.lstm_step_fused(args);
     } else {
       GemmArgs<T> gemm;
       gemm.rows = rows;
@@ -447,8 +446,7 @@ class PackedLstm<T>::Pass {
   void step_projection(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
                        MemberScratch<T>& mine, const Share& share, int64_t t) {
     constexpr int64_t P = kPanelWidth<T>;
-    int64_t rows = 0;
-    for (int64_t s = share.first_row; s < active_[t]; s += share.row_stride) ++rows;
+    const int64_t rows = rows_at(share, t);
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride) {
       mine.h_rows[r] = scratch.h_raw.data() + s * model_.hidden_padded_;
       mine.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;

@@ -44,7 +44,8 @@ struct StepArgs {
   T* c = nullptr;           // cell state, rows x c_stride, updated in place
   int64_t c_stride = 0;     // padded hidden size
   T* const* h_out = nullptr;  // rows pointers, hidden_size values written each
-  // Row r sweeps the panels upward when (r + sweep_parity) is even, else downward (fused step).
+  // Fused step: rows go in groups, one sweep over the panels each; the first sweep is upward when
+  // sweep_parity is even, and each next one turns around.
   int64_t sweep_parity = 0;
 };
 
@@ -54,7 +55,8 @@ struct KernelTable {
   // c[r] += a[r] @ W for every row, on the given panels.
   void (*gemm_accumulate)(const GemmArgs<T>&) = nullptr;
   // Matrix-vector recurrence fused with the cell update; best for a few rows.
-  void (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
+  // Returns the sweeps it made over the weights (they depend on the ISA's rows per group).
+  int64_t (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
   // Cell update only, after gemm_accumulate added h_prev W_hh^T to z; for many rows.
   void (*lstm_cell_update)(const StepArgs<T>&) = nullptr;
   // Sums `count` values (a multiple of four panels, 64-byte aligned) with the widest loads, upward or

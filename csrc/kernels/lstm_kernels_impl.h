@@ -216,9 +216,11 @@ struct Kernels {
   // Rows go in groups of up to kFusedRows, each group one sweep over the weights. Successive sweeps
   // alternate direction, so each starts on the weights the previous one touched last, still in
   // L1/L2 (bitwise the same: panels are independent).
-  static void lstm_step_fused(const StepArgs<T>& args) {
-    int64_t sweep = args.sweep_parity;
-    for (int64_t r0 = 0; r0 < args.rows; ++sweep) r0 += step_group<kFusedRows>(args, r0, (sweep & 1) != 0);
+  static int64_t lstm_step_fused(const StepArgs<T>& args) {
+    int64_t sweeps = 0;
+    for (int64_t r0 = 0; r0 < args.rows; ++sweeps)
+      r0 += step_group<kFusedRows>(args, r0, ((args.sweep_parity + sweeps) & 1) != 0);
+    return sweeps;
   }
 
   // Runs the largest group of at most R rows that fits the rows left; returns its size.
