@@ -5,9 +5,9 @@ Benchmark numbers without their machine are not comparable; these go at the top 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
-import functools
 import subprocess
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple

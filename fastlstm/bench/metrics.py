@@ -62,8 +62,9 @@ def batch1_floor_microseconds(
 ) -> float:
     """A lower bound on one batch-1 call: every step reads each W_hh once (its 1/threads share per
     core, at the measured rate of reading that many cached bytes) and the input projection runs at
-    the sgemm peak on every thread (or, if slower, reads each W_ih once). Assumes the two never overlap, and ignores the recurrent FLOPs,
-    gate math and overhead; anything exact in fp32 must still read W_hh once per step.
+    the sgemm peak on every thread (or, if slower, reads each W_ih once). Assumes the two never
+    overlap, and ignores the recurrent FLOPs, gate math and overhead; anything exact in fp32 must
+    still read W_hh once per step.
     """
     lstm = config.lstm
     steps = config.seq_len * lstm.num_layers * lstm.num_directions
