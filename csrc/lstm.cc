@@ -32,7 +32,7 @@ constexpr int64_t kMinRowsPerThread = 4;
 // Scratch one thread of a forward call uses privately.
 template <typename T>
 struct MemberScratch {
-  AlignedBuffer<T> a_pack;
+  AlignedBuffer<T> a_pack, w_block;  // GEMM scratch
   std::vector<const T*> a_rows, h_rows;
   std::vector<T*> z_rows, out_rows;
   uint64_t sweeps = 0;  // fused-step sweeps over the weights so far (their direction alternates)
@@ -159,6 +159,7 @@ class PackedLstm<T>::Pass {
     for (int m = 0; m < team_size_; ++m) {
       MemberScratch<T>& member = ws_.members[m];
       grow(member.a_pack, std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
+      grow(member.w_block, kGemmWeightBlock<T>);
       grow(member.a_rows, chunk_rows);
       grow(member.z_rows, chunk_rows);
       grow(member.h_rows, batch_);
@@ -355,17 +356,24 @@ class PackedLstm<T>::Pass {
         std::memcpy(mine.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
       }
     }
-    GemmArgs<T> gemm;
-    gemm.rows = rows;
-    gemm.a = mine.a_rows.data();
-    gemm.k = w.input_size;
-    gemm.w = w.w_ih.data();
-    gemm.gates = kGates;
-    gemm.panel_begin = share.panels.begin;
-    gemm.panel_end = share.panels.end;
-    gemm.c = mine.z_rows.data();
-    gemm.a_pack = mine.a_pack.data();
-    kernels_.gemm_accumulate(gemm);
+    gemm(mine, rows, mine.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, mine.z_rows.data());
+  }
+
+  // c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
+  void gemm(MemberScratch<T>& mine, int64_t rows, const T* const* a, int64_t k, const T* w, int64_t gates,
+            Range panels, T* const* c) {
+    GemmArgs<T> args;
+    args.rows = rows;
+    args.a = a;
+    args.k = k;
+    args.w = w;
+    args.gates = gates;
+    args.panel_begin = panels.begin;
+    args.panel_end = panels.end;
+    args.c = c;
+    args.a_pack = mine.a_pack.data();
+    args.w_block = mine.w_block.data();
+    kernels_.gemm_accumulate(args);
   }
 
   // The share's rows running at step t.
@@ -416,17 +424,7 @@ class PackedLstm<T>::Pass {
       args.sweep_parity = mine.sweeps & 1;
       mine.sweeps += kernels_.lstm_step_fused(args);
     } else {
-      GemmArgs<T> gemm;
-      gemm.rows = rows;
-      gemm.a = mine.h_rows.data();
-      gemm.k = h_out_;
-      gemm.w = w.w_hh.data();
-      gemm.gates = kGates;
-      gemm.panel_begin = args.panel_begin;
-      gemm.panel_end = args.panel_end;
-      gemm.c = mine.z_rows.data();
-      gemm.a_pack = mine.a_pack.data();
-      kernels_.gemm_accumulate(gemm);
+      gemm(mine, rows, mine.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, mine.z_rows.data());
       kernels_.lstm_cell_update(args);
     }
     if (!project) zero_finished_rows(layer, d, t, share);
@@ -452,17 +450,7 @@ class PackedLstm<T>::Pass {
       mine.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
       std::fill(mine.out_rows[r] + share.proj_panels.begin * P, mine.out_rows[r] + share.proj_panels.end * P, T(0));
     }
-    GemmArgs<T> gemm;
-    gemm.rows = rows;
-    gemm.a = mine.h_rows.data();
-    gemm.k = dims_.hidden_size;
-    gemm.w = w.w_hr.data();
-    gemm.gates = 1;
-    gemm.panel_begin = share.proj_panels.begin;
-    gemm.panel_end = share.proj_panels.end;
-    gemm.c = mine.out_rows.data();
-    gemm.a_pack = mine.a_pack.data();
-    kernels_.gemm_accumulate(gemm);
+    gemm(mine, rows, mine.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1, share.proj_panels, mine.out_rows.data());
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
       std::copy(mine.out_rows[r] + share.out_units.begin, mine.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);

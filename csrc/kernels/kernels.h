@@ -10,7 +10,16 @@
 
 #include <cstdint>
 
+#include "../lstm_dims.h"
+
 namespace fastlstm {
+
+// The reduction (k) block of the GEMM, and of the fused step, whose partial sums must match it.
+constexpr int64_t kKBlock = 256;
+
+// Scratch the GEMM copies one block of packed weights into: every gate's kKBlock x panel part.
+template <typename T>
+constexpr int64_t kGemmWeightBlock = kGates * kKBlock * kPanelWidth<T>;
 
 template <typename T>
 struct GemmArgs {
@@ -22,6 +31,7 @@ struct GemmArgs {
   int64_t panel_begin = 0, panel_end = 0;
   T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
   T* a_pack = nullptr;    // scratch of at least rows * k values
+  T* w_block = nullptr;   // scratch of kGemmWeightBlock<T> values, 64-byte aligned
 };
 
 // One LSTM time step for `rows` rows on panels [panel_begin, panel_end):

@@ -14,8 +14,6 @@ struct Kernels {
   static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
-  // Reduction block for the GEMM, so one gate's panel of weights (kKBlock x kPanel) stays in L1.
-  static constexpr int64_t kKBlock = 256;
 
   // c[r][(p*gates+g)*P ..] += sum_k a[k][r] * w[p][k][g][..] for `R` rows of one packed A tile
   // (k-major, R values per k), one panel and gate.
@@ -74,13 +72,30 @@ struct Kernels {
     for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
       for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
         const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
+        // The block, each gate's part made contiguous: in place a gate's rows lie gates * 64 bytes
+        // apart, which maps them onto a quarter of L1's sets, so they would not stay in L1 across the
+        // row tiles. Read in address order, for the hardware prefetcher.
+        const T* block = args.w + p * args.k * w_step + k0 * w_step;
+        for (int64_t kk = 0; kk < k1 - k0; ++kk)
+          for (int64_t g = 0; g < args.gates; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v)
+              V::store(args.w_block + (g * kKBlock + kk) * kPanel + v * V::kWidth,
+                       V::load(block + kk * w_step + g * kPanel + v * V::kWidth));
+        // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
+        // lines per tile, so the copy above finds it there.
+        const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
+        const char* next_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
+        const int64_t tiles = args.gates * ((args.rows + kRowTile - 1) / kRowTile);
+        const int64_t lines_per_tile = ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + tiles - 1) / tiles;
         for (int64_t g = 0; g < args.gates; ++g) {
-          const T* w = args.w + p * args.k * w_step + g * kPanel;
+          const T* w = args.w_block + (g * kKBlock - k0) * kPanel;  // indexed by k from k0
           const int64_t c_offset = (p * args.gates + g) * kPanel;
           int64_t r = 0;
-          for (; r + kRowTile <= args.rows; r += kRowTile)
-            gemm_tile<kRowTile>(args.a_pack + r * args.k, k0, k1, w, w_step, args.c + r, c_offset);
-          gemm_tail<kRowTile - 1>(args.rows - r, args.a_pack + r * args.k, k0, k1, w, w_step, args.c + r, c_offset);
+          for (; r + kRowTile <= args.rows; r += kRowTile) {
+            for (int64_t i = 0; i < lines_per_tile && next < next_end; ++i, next += 64) __builtin_prefetch(next, 0, 2);
+            gemm_tile<kRowTile>(args.a_pack + r * args.k, k0, k1, w, kPanel, args.c + r, c_offset);
+          }
+          gemm_tail<kRowTile - 1>(args.rows - r, args.a_pack + r * args.k, k0, k1, w, kPanel, args.c + r, c_offset);
         }
       }
     }
