@@ -42,11 +42,17 @@ struct Kernels {
     }
   }
 
+  // Rows go in tiles of near-equal height (32 rows: 6,6,5,5,5,5 rather than five of 6 and a 2-row
+  // tile with too few FMA chains to hide their latency). Tile i starts at row tile_start(i).
+  static int64_t row_tiles(int64_t rows) { return (rows + kRowTile - 1) / kRowTile; }
+  static int64_t tile_start(int64_t rows, int64_t tiles, int64_t i) { return rows * i / tiles; }
+
   // Copies A into row tiles, each k-major: the micro-kernel then broadcasts from one pointer
   // instead of juggling a register per row (twelve row pointers would not fit in x86's GPRs).
   static void pack_rows(const GemmArgs<T>& args) {
-    for (int64_t r0 = 0; r0 < args.rows; r0 += kRowTile) {
-      const int64_t height = args.rows - r0 < kRowTile ? args.rows - r0 : kRowTile;
+    const int64_t tiles = row_tiles(args.rows);
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
       T* tile = args.a_pack + r0 * args.k;
       for (int64_t r = 0; r < height; ++r) {
         const T* row = args.a[r0 + r];
@@ -55,14 +61,25 @@ struct Kernels {
     }
   }
 
-  // The last rows % kRowTile rows in one tile of exactly that height, keeping several FMA chains.
-  template <int R>
-  static void gemm_tail(int64_t rows, const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
-                        T* const* c, int64_t c_offset) {
-    if constexpr (R > 0) {
-      if (rows == R) return gemm_tile<R>(a, k0, k1, w, w_step, c, c_offset);
-      gemm_tail<R - 1>(rows, a, k0, k1, w, w_step, c, c_offset);
+  // One tile of `height` rows, with the micro-kernel built for exactly that height.
+  template <int R = kRowTile>
+  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
+                            T* const* c, int64_t c_offset) {
+    if constexpr (R > 1) {
+      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w, w_step, c, c_offset);
     }
+    gemm_tile<R>(a, k0, k1, w, w_step, c, c_offset);
+  }
+
+  // Copies `count` k of a packed block with every gate's part made contiguous (gate g's k-th run at
+  // out[(g * kKBlock + k) * kPanel]). In place, a gate's runs lie gates * 64 bytes apart, which maps
+  // them onto a quarter of L1's sets, so they would not stay in L1 across the row tiles. Read in
+  // address order, for the hardware prefetcher.
+  static void copy_weight_block(const T* block, int64_t count, int64_t gates, T* out) {
+    for (int64_t kk = 0; kk < count; ++kk, block += gates * kPanel)
+      for (int64_t g = 0; g < gates; ++g)
+        for (int v = 0; v < kVecsPerPanel; ++v)
+          V::store(out + (g * kKBlock + kk) * kPanel + v * V::kWidth, V::load(block + g * kPanel + v * V::kWidth));
   }
 
   static void gemm_accumulate(const GemmArgs<T>& args) {
@@ -72,30 +89,23 @@ struct Kernels {
     for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
       for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
         const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
-        // The block, each gate's part made contiguous: in place a gate's rows lie gates * 64 bytes
-        // apart, which maps them onto a quarter of L1's sets, so they would not stay in L1 across the
-        // row tiles. Read in address order, for the hardware prefetcher.
         const T* block = args.w + p * args.k * w_step + k0 * w_step;
-        for (int64_t kk = 0; kk < k1 - k0; ++kk)
-          for (int64_t g = 0; g < args.gates; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v)
-              V::store(args.w_block + (g * kKBlock + kk) * kPanel + v * V::kWidth,
-                       V::load(block + kk * w_step + g * kPanel + v * V::kWidth));
+        copy_weight_block(block, k1 - k0, args.gates, args.w_block);
         // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
         // lines per tile, so the copy above finds it there.
         const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
         const char* next_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
-        const int64_t tiles = args.gates * ((args.rows + kRowTile - 1) / kRowTile);
-        const int64_t lines_per_tile = ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + tiles - 1) / tiles;
+        const int64_t tiles = row_tiles(args.rows);
+        const int64_t lines_per_tile = ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) /
+                                       (args.gates * tiles);
         for (int64_t g = 0; g < args.gates; ++g) {
           const T* w = args.w_block + (g * kKBlock - k0) * kPanel;  // indexed by k from k0
           const int64_t c_offset = (p * args.gates + g) * kPanel;
-          int64_t r = 0;
-          for (; r + kRowTile <= args.rows; r += kRowTile) {
-            for (int64_t i = 0; i < lines_per_tile && next < next_end; ++i, next += 64) __builtin_prefetch(next, 0, 2);
-            gemm_tile<kRowTile>(args.a_pack + r * args.k, k0, k1, w, kPanel, args.c + r, c_offset);
+          for (int64_t i = 0; i < tiles; ++i) {
+            for (int64_t j = 0; j < lines_per_tile && next < next_end; ++j, next += 64) __builtin_prefetch(next, 0, 2);
+            const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
+            gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, kPanel, args.c + r0, c_offset);
           }
-          gemm_tail<kRowTile - 1>(args.rows - r, args.a_pack + r * args.k, k0, k1, w, kPanel, args.c + r, c_offset);
         }
       }
     }
