@@ -276,7 +276,20 @@ class LSTM:
         self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any], num_threads: int = 0, time_major: bool = False
     ) -> Tuple[np.ndarray, State]:
         """`time_major` overrides batch_first (a PackedSequence unpacks time-major)."""
-        # The hot path of a service: cheap identity checks first, detailed messages only on failure.
+        plain_hx = hx is None or (
+            type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray
+        )
+        if x.ndim == 3 and lengths is None and plain_hx:
+            # The hot path of a service. The extension checks every shape, dtype, stride and alignment
+            # itself; if it refuses anything, the checked path below raises nn.LSTM's message (or
+            # copies an array the kernel cannot read in place). It refuses before computing anything.
+            h0, c0 = (None, None) if hx is None else hx
+            try:
+                batch_first = self._config.batch_first and not time_major
+                output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, None, None, None, None, num_threads)
+                return output, (h_n, c_n)
+            except (TypeError, ValueError):
+                pass
         if x.dtype is not self._dtype:
             self._check_input_dtype(x)
         config = self._config

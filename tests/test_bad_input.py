@@ -136,6 +136,29 @@ def test_byte_swapped_input_is_rejected_not_cast(model):
 
 
 @pytest.mark.parametrize("which", ["h0", "c0"])
+def test_byte_swapped_state_is_rejected_not_cast(model, which):
+    h0, c0 = _hx()
+    state = (h0.astype(">f4"), c0) if which == "h0" else (h0, c0.astype(">f4"))
+    with pytest.raises(TypeError, match=which):
+        model(_x(), state)
+
+
+def test_byte_swapped_step_input_is_rejected_on_the_fast_path(model):
+    """step(out=) hands its arrays to the extension untouched, so the extension itself must refuse."""
+    h0, c0 = _hx()
+    output = np.empty((B, 2 * PROJ), np.float32)  # bidirectional, projected
+    with pytest.raises(TypeError, match="dtype"):
+        model.step(_x()[0].astype(">f4"), (h0, c0), out=(output, h0.copy(), c0.copy()))
+
+
+def test_hx_as_one_stacked_array_is_rejected(model):
+    """hx must be a tuple: an array that merely unpacks into two is not accepted silently."""
+    h0, _ = _hx()
+    with pytest.raises(TypeError, match="hx"):
+        model(_x(), np.stack([h0, h0]))
+
+
+@pytest.mark.parametrize("which", ["h0", "c0"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32], ids=["float64", "float16", "int32"])
 def test_hx_dtype_mismatch(model, which, dtype):
     h0, c0 = _hx()
