@@ -356,12 +356,13 @@ class PackedLstm<T>::Pass {
         std::memcpy(mine.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
       }
     }
-    gemm(mine, rows, mine.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, mine.z_rows.data());
+    kernels_.gemm_accumulate(
+        gemm_args(mine, rows, mine.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, mine.z_rows.data()));
   }
 
-  // c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
-  void gemm(MemberScratch<T>& mine, int64_t rows, const T* const* a, int64_t k, const T* w, int64_t gates,
-            Range panels, T* const* c) {
+  // Arguments for c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
+  GemmArgs<T> gemm_args(MemberScratch<T>& mine, int64_t rows, const T* const* a, int64_t k, const T* w,
+                        int64_t gates, Range panels, T* const* c) {
     GemmArgs<T> args;
     args.rows = rows;
     args.a = a;
@@ -373,7 +374,7 @@ class PackedLstm<T>::Pass {
     args.c = c;
     args.a_pack = mine.a_pack.data();
     args.w_block = mine.w_block.data();
-    kernels_.gemm_accumulate(args);
+    return args;
   }
 
   // The share's rows running at step t.
@@ -424,8 +425,8 @@ class PackedLstm<T>::Pass {
       args.sweep_parity = mine.sweeps & 1;
       mine.sweeps += kernels_.lstm_step_fused(args);
     } else {
-      gemm(mine, rows, mine.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, mine.z_rows.data());
-      kernels_.lstm_cell_update(args);
+      kernels_.lstm_step_gemm(
+          gemm_args(mine, rows, mine.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, mine.z_rows.data()), args);
     }
     if (!project) zero_finished_rows(layer, d, t, share);
   }
@@ -450,7 +451,8 @@ class PackedLstm<T>::Pass {
       mine.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
       std::fill(mine.out_rows[r] + share.proj_panels.begin * P, mine.out_rows[r] + share.proj_panels.end * P, T(0));
     }
-    gemm(mine, rows, mine.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1, share.proj_panels, mine.out_rows.data());
+    kernels_.gemm_accumulate(gemm_args(mine, rows, mine.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1,
+                                       share.proj_panels, mine.out_rows.data()));
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
       std::copy(mine.out_rows[r] + share.out_units.begin, mine.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);

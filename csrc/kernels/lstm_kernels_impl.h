@@ -85,27 +85,41 @@ struct Kernels {
   static void gemm_accumulate(const GemmArgs<T>& args) {
     if (args.rows < kMinTiledRows) return args.gates == kGates ? gemm_rows_wide<kGates>(args) : gemm_rows_wide<1>(args);
     pack_rows(args);
+    for (int64_t p = args.panel_begin; p < args.panel_end; ++p) gemm_panel(args, p);
+  }
+
+  // The step for many rows: z += h_prev W_hh^T panel by panel (rows packed as for gemm_accumulate),
+  // each panel's cell update right after its GEMM, while its z values are still in L1.
+  static void lstm_step_gemm(const GemmArgs<T>& gemm, const StepArgs<T>& step) {
+    if (gemm.rows < kMinTiledRows) gemm_accumulate(gemm);  // not tiled: no per-panel GEMM
+    else pack_rows(gemm);
+    for (int64_t p = gemm.panel_begin; p < gemm.panel_end; ++p) {
+      if (gemm.rows >= kMinTiledRows) gemm_panel(gemm, p);
+      for (int64_t r = 0; r < step.rows; ++r) update_from_z(step, r, p);
+    }
+  }
+
+  // c[r] += a[r] @ W on panel p, for rows already packed by pack_rows.
+  static void gemm_panel(const GemmArgs<T>& args, int64_t p) {
     const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
-    for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
-      for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
-        const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
-        const T* block = args.w + p * args.k * w_step + k0 * w_step;
-        copy_weight_block(block, k1 - k0, args.gates, args.w_block);
-        // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
-        // lines per tile, so the copy above finds it there.
-        const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
-        const char* next_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
-        const int64_t tiles = row_tiles(args.rows);
-        const int64_t lines_per_tile = ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) /
-                                       (args.gates * tiles);
-        for (int64_t g = 0; g < args.gates; ++g) {
-          const T* w = args.w_block + (g * kKBlock - k0) * kPanel;  // indexed by k from k0
-          const int64_t c_offset = (p * args.gates + g) * kPanel;
-          for (int64_t i = 0; i < tiles; ++i) {
-            for (int64_t j = 0; j < lines_per_tile && next < next_end; ++j, next += 64) __builtin_prefetch(next, 0, 2);
-            const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
-            gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, kPanel, args.c + r0, c_offset);
-          }
+    const int64_t tiles = row_tiles(args.rows);
+    for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
+      const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
+      const T* block = args.w + p * args.k * w_step + k0 * w_step;
+      copy_weight_block(block, k1 - k0, args.gates, args.w_block);
+      // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
+      // lines per tile, so the copy above finds it there.
+      const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
+      const char* next_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
+      const int64_t lines_per_tile =
+          ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) / (args.gates * tiles);
+      for (int64_t g = 0; g < args.gates; ++g) {
+        const T* w = args.w_block + (g * kKBlock - k0) * kPanel;  // indexed by k from k0
+        const int64_t c_offset = (p * args.gates + g) * kPanel;
+        for (int64_t i = 0; i < tiles; ++i) {
+          for (int64_t j = 0; j < lines_per_tile && next < next_end; ++j, next += 64) __builtin_prefetch(next, 0, 2);
+          const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
+          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, kPanel, args.c + r0, c_offset);
         }
       }
     }
@@ -258,17 +272,13 @@ struct Kernels {
     return R;
   }
 
-  static void lstm_cell_update(const StepArgs<T>& args) {
-    for (int64_t r = 0; r < args.rows; ++r) {
-      for (int64_t p = args.panel_begin; p < args.panel_end; ++p) {
-        Reg z[kGates][kVecsPerPanel];
-        for (int g = 0; g < kGates; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v)
-            z[g][v] = V::load(args.z[r] + (p * kGates + g) * kPanel + v * V::kWidth);
-        const int64_t unit = p * kPanel;
-        update_panel(z, args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
-      }
-    }
+  // The cell update of row r on panel p, from the gate pre-activations in z.
+  static void update_from_z(const StepArgs<T>& args, int64_t r, int64_t p) {
+    Reg z[kGates][kVecsPerPanel];
+    for (int g = 0; g < kGates; ++g)
+      for (int v = 0; v < kVecsPerPanel; ++v) z[g][v] = V::load(args.z[r] + (p * kGates + g) * kPanel + v * V::kWidth);
+    const int64_t unit = p * kPanel;
+    update_panel(z, args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
   }
 
   static T sum_stream(const T* data, int64_t count, bool descending) {
@@ -297,7 +307,7 @@ struct Kernels {
     t.isa = isa;
     t.gemm_accumulate = &gemm_accumulate;
     t.lstm_step_fused = &lstm_step_fused;
-    t.lstm_cell_update = &lstm_cell_update;
+    t.lstm_step_gemm = &lstm_step_gemm;
     t.sum_stream = &sum_stream;
     return t;
   }
