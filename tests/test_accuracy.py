@@ -304,6 +304,25 @@ def test_thread_count_does_not_change_results(isa, hidden, batch, bidirectional,
             np.testing.assert_array_equal(got, want)
 
 
+# ----------------------------------------------------------------------------- many-row GEMM path
+@pytest.mark.parametrize("batch", [5, 7, 13, 32, 33])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_gemm_row_tiles_match_torch_and_each_row_alone(isa, batch, dtype):
+    """Batches above four rows take the GEMM step, in row tiles of near-equal height (13 rows: 4,4,5
+    with AVX2 fp32), over weight blocks copied one at a time (H_out = 300 > 256 spans two reduction
+    blocks; the projection GEMM has one gate). Each row must match torch and equal its own one-row
+    run bitwise, whatever tile it fell in."""
+    x = random_input(np.random.default_rng(batch), (6, batch, 20), dtype)
+    for proj_size in (0, 270):
+        module = make_torch_lstm(20, 300, 1, proj_size=proj_size, dtype=dtype, seed=batch + proj_size)
+        fast = fastlstm.LSTM.from_torch(module)
+        output, (h_n, c_n) = fast(x, num_threads=1)
+        assert_matches_torch((output, h_n, c_n), run_torch(module, x), dtype, f"{isa} GEMM step B{batch} P{proj_size}")
+        for row in (0, batch // 2, batch - 1):
+            alone, _ = fast(np.ascontiguousarray(x[:, row : row + 1]), num_threads=1)
+            np.testing.assert_array_equal(output[:, row : row + 1], alone)
+
+
 # ----------------------------------------------------------------------------- long sequences
 LONG_CASES = [
     # (batch, dtype, num_layers, bidirectional, proj_size)
