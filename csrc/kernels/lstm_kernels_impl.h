@@ -15,15 +15,16 @@ struct Kernels {
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
 
-  // c[r][(p*gates+g)*P ..] += sum_k a[k][r] * w[p][k][g][..] for `R` rows of one packed A tile
-  // (k-major, R values per k), one panel and gate.
+  // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
+  // tile (k-major, R values per k) and one panel of one gate, whose weights for k0 start at w_k0,
+  // one k every w_step values.
   template <int R>
-  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step, T* const* c,
+  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w_k0, int64_t w_step, T* const* c,
                         int64_t c_offset) {
     Reg acc[R][kVecsPerPanel];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
-    const T* wk = w + k0 * w_step;
+    const T* wk = w_k0;
     const T* ak = a + k0 * R;
     for (int64_t k = k0; k < k1; ++k, wk += w_step, ak += R) {
       Reg wv[kVecsPerPanel];
@@ -63,12 +64,12 @@ struct Kernels {
 
   // One tile of `height` rows, with the micro-kernel built for exactly that height.
   template <int R = kRowTile>
-  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w, int64_t w_step,
+  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w_k0, int64_t w_step,
                             T* const* c, int64_t c_offset) {
     if constexpr (R > 1) {
-      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w, w_step, c, c_offset);
+      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, w_step, c, c_offset);
     }
-    gemm_tile<R>(a, k0, k1, w, w_step, c, c_offset);
+    gemm_tile<R>(a, k0, k1, w_k0, w_step, c, c_offset);
   }
 
   // Copies `count` k of a packed block with every gate's part made contiguous (gate g's k-th run at
@@ -110,14 +111,16 @@ struct Kernels {
       // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
       // lines per tile, so the copy above finds it there.
       const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
-      const char* next_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
+      const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
+      int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
       const int64_t lines_per_tile =
           ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) / (args.gates * tiles);
       for (int64_t g = 0; g < args.gates; ++g) {
-        const T* w = args.w_block + (g * kKBlock - k0) * kPanel;  // indexed by k from k0
+        const T* w = args.w_block + g * kKBlock * kPanel;
         const int64_t c_offset = (p * args.gates + g) * kPanel;
         for (int64_t i = 0; i < tiles; ++i) {
-          for (int64_t j = 0; j < lines_per_tile && next < next_end; ++j, next += 64) __builtin_prefetch(next, 0, 2);
+          for (int64_t j = 0; j < lines_per_tile && lines_left > 0; ++j, --lines_left, next += 64)
+            __builtin_prefetch(next, 0, 2);
           const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
           gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, kPanel, args.c + r0, c_offset);
         }
