@@ -92,10 +92,11 @@ struct Kernels {
   // The step for many rows: z += h_prev W_hh^T panel by panel (rows packed as for gemm_accumulate),
   // each panel's cell update right after its GEMM, while its z values are still in L1.
   static void lstm_step_gemm(const GemmArgs<T>& gemm, const StepArgs<T>& step) {
-    if (gemm.rows < kMinTiledRows) gemm_accumulate(gemm);  // not tiled: no per-panel GEMM
-    else pack_rows(gemm);
+    const bool tiled = gemm.rows >= kMinTiledRows;
+    if (tiled) pack_rows(gemm);
+    else gemm_accumulate(gemm);  // too few rows for tiles: row by row, all panels in one go
     for (int64_t p = gemm.panel_begin; p < gemm.panel_end; ++p) {
-      if (gemm.rows >= kMinTiledRows) gemm_panel(gemm, p);
+      if (tiled) gemm_panel(gemm, p);
       for (int64_t r = 0; r < step.rows; ++r) update_from_z(step, r, p);
     }
   }
