@@ -60,8 +60,10 @@ void require_dtype(const py::array& a, const char* name) {
   static const int expected = py::dtype::of<T>().num();
   const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr);
   // A byte-swapped array has the same type number; its values would be read as garbage.
-  const uint16_t probe = 1;
-  const char swapped = *reinterpret_cast<const char*>(&probe) == 1 ? '>' : '<';
+  static const char swapped = [] {
+    const uint16_t probe = 1;
+    return *reinterpret_cast<const char*>(&probe) == 1 ? '>' : '<';
+  }();
   if (descr->type_num != expected || descr->byteorder == swapped)
     throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
                          ", got " + std::string(py::str(a.dtype())));

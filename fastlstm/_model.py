@@ -279,13 +279,13 @@ class LSTM:
         plain_hx = hx is None or (
             type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray
         )
+        batch_first = self._config.batch_first and not time_major
         if x.ndim == 3 and lengths is None and plain_hx:
             # The hot path of a service. The extension checks every shape, dtype, stride and alignment
             # itself; if it refuses anything, the checked path below raises nn.LSTM's message (or
             # copies an array the kernel cannot read in place). It refuses before computing anything.
             h0, c0 = (None, None) if hx is None else hx
             try:
-                batch_first = self._config.batch_first and not time_major
                 output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, None, None, None, None, num_threads)
                 return output, (h_n, c_n)
             except (TypeError, ValueError):
@@ -297,9 +297,7 @@ class LSTM:
         if unbatched:
             x = x[:, None, :]
             batch_first = False
-        elif x.ndim == 3:
-            batch_first = config.batch_first and not time_major
-        else:
+        elif x.ndim != 3:
             raise ValueError(
                 f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
             )

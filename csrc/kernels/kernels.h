@@ -67,8 +67,8 @@ struct KernelTable {
   // Matrix-vector recurrence fused with the cell update; best for a few rows.
   // Returns the sweeps it made over the weights (they depend on the ISA's rows per group).
   int64_t (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
-  // The step for many rows: the GEMM args add h_prev W_hh^T to the step's z (at least kMinTiledRows
-  // rows), each panel followed by its cell update.
+  // The step for many rows: the GEMM args add h_prev W_hh^T to the step's z, each panel followed by
+  // its cell update.
   void (*lstm_step_gemm)(const GemmArgs<T>& gemm, const StepArgs<T>& step) = nullptr;
   // Sums `count` values (a multiple of four panels, 64-byte aligned) with the widest loads, upward or
   // downward: the benchmark's floor for streaming weights, read the way the fused step reads them.

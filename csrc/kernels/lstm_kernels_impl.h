@@ -105,6 +105,7 @@ struct Kernels {
   static void gemm_panel(const GemmArgs<T>& args, int64_t p) {
     const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
     const int64_t tiles = row_tiles(args.rows);
+    const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
     for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
       const T* block = args.w + p * args.k * w_step + k0 * w_step;
@@ -112,7 +113,6 @@ struct Kernels {
       // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
       // lines per tile, so the copy above finds it there.
       const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
-      const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
       const int64_t lines_per_tile =
           ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) / (args.gates * tiles);
