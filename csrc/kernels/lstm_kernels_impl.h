@@ -97,7 +97,11 @@ struct Kernels {
     else gemm_accumulate(gemm);  // too few rows for tiles: row by row, all panels in one go
     for (int64_t p = gemm.panel_begin; p < gemm.panel_end; ++p) {
       if (tiled) gemm_panel(gemm, p);
-      for (int64_t r = 0; r < step.rows; ++r) update_from_z(step, r, p);
+      // z is this step's own scratch, so the activations can go in place.
+      const int64_t offset = p * kGates * kPanel, unit = p * kPanel;
+      for (int64_t r = 0; r < step.rows; ++r) activate_gates(gemm.c[r] + offset);
+      for (int64_t r = 0; r < step.rows; ++r)
+        update_cell(gemm.c[r] + offset, step.c + r * step.c_stride + unit, step.h_out[r] + unit, step.hidden_size - unit);
     }
   }
 
@@ -129,21 +133,36 @@ struct Kernels {
     }
   }
 
-  // The cell update for one panel of one row, from the four gate pre-activations in registers.
-  static void update_panel(const Reg (&z)[kGates][kVecsPerPanel], T* c, T* h, int64_t valid_units) {
-    alignas(64) T h_panel[kPanel];
+  // Gate activations in place on one panel of one row (kGates x kPanel pre-activations, as in the
+  // packed z layout): sigmoid for i, f, o, tanh for g. Each vector is independent of the others, so
+  // a loop of these over several panels or rows runs at the activations' throughput instead of
+  // waiting out each panel's latency chain (exp, then the division, then tanh of the new c).
+  static void activate_gates(T* z) {
+    for (int g = 0; g < kGates; ++g)
+      for (int v = 0; v < kVecsPerPanel; ++v) {
+        T* slot = z + g * kPanel + v * V::kWidth;
+        V::store(slot, g == 2 ? V::tanh(V::load(slot)) : V::sigmoid(V::load(slot)));
+      }
+  }
+
+  // The cell update for one panel of one row, from its gate activations (left by activate_gates).
+  static void update_cell(const T* act, T* c, T* h, int64_t valid_units) {
+    Reg h_new[kVecsPerPanel];
     for (int v = 0; v < kVecsPerPanel; ++v) {
-      Reg i = V::sigmoid(z[0][v]);
-      Reg f = V::sigmoid(z[1][v]);
-      Reg g = V::tanh(z[2][v]);
-      Reg o = V::sigmoid(z[3][v]);
-      Reg c_new = V::fmadd(f, V::load(c + v * V::kWidth), V::mul(i, g));
+      const T* gate = act + v * V::kWidth;
+      Reg c_new = V::fmadd(V::load(gate + kPanel), V::load(c + v * V::kWidth),
+                           V::mul(V::load(gate), V::load(gate + 2 * kPanel)));
       V::store(c + v * V::kWidth, c_new);
-      V::store(h_panel + v * V::kWidth, V::mul(o, V::tanh(c_new)));
+      h_new[v] = V::mul(V::load(gate + 3 * kPanel), V::tanh(c_new));
+    }
+    if (valid_units >= kPanel) {
+      for (int v = 0; v < kVecsPerPanel; ++v) V::store(h + v * V::kWidth, h_new[v]);
+      return;
     }
     // h rows are unpadded (they may be the caller's output), so the last panel is written partially.
-    const int64_t n = valid_units < kPanel ? valid_units : kPanel;
-    for (int64_t u = 0; u < n; ++u) h[u] = h_panel[u];
+    alignas(64) T h_panel[kPanel];
+    for (int v = 0; v < kVecsPerPanel; ++v) V::store(h_panel + v * V::kWidth, h_new[v]);
+    for (int64_t u = 0; u < valid_units; ++u) h[u] = h_panel[u];
   }
 
   // acc[r][q][g] += sum_k a[r][k] * w[p+q][k][g] for R rows and NP consecutive panels: all G gates
@@ -221,11 +240,32 @@ struct Kernels {
   static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
   static constexpr int kFusedRows = kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
 
+  // Panels whose cell updates the fused step holds back and runs together: enough independent
+  // activation vectors to keep the FP units busy, few enough that their pre-activations stay in L1.
+  static constexpr int kDeferredPanels = 4;
+
   // The fused step for rows [r0, r0 + R): per panel, z (or the bias, then x W_ih) + h W_hh, then the
-  // cell update. Panels are swept upward or downward (see lstm_step_fused).
+  // cell update. Panels are swept upward or downward (see lstm_step_fused). The updates go in
+  // batches of kDeferredPanels: one panel's update alone is a long latency chain that would stall
+  // the weight stream, while a batch of them overlaps.
   template <int R>
   static void step_rows(const StepArgs<T>& args, int64_t r0, bool downward) {
     constexpr int NP = R == 1 ? kRowPanels<kGates> : 1;
+    static_assert(kDeferredPanels % NP == 0, "a pass's panels must fit in the deferred batch");
+    alignas(64) T deferred[kDeferredPanels][R][kGates * kPanel];  // pre-activations, packed z layout
+    int64_t deferred_panel[kDeferredPanels];
+    int pending = 0;
+    auto update_deferred = [&]() {
+      for (int i = 0; i < pending; ++i)
+        for (int r = 0; r < R; ++r) activate_gates(deferred[i][r]);
+      for (int i = 0; i < pending; ++i)
+        for (int r = 0; r < R; ++r) {
+          const int64_t unit = deferred_panel[i] * kPanel;
+          update_cell(deferred[i][r], args.c + (r0 + r) * args.c_stride + unit, args.h_out[r0 + r] + unit,
+                      args.hidden_size - unit);
+        }
+      pending = 0;
+    };
     auto pass = [&](auto panels, int64_t p) {
       constexpr int N = decltype(panels)::value;
       Reg acc[R][N][kGates][kVecsPerPanel];
@@ -237,12 +277,13 @@ struct Kernels {
         load_accumulators<kGates, N, R>(args.z + r0, nullptr, p, acc);
       }
       add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, p, acc);
-      for (int r = 0; r < R; ++r)
-        for (int q = 0; q < N; ++q) {
-          const int64_t unit = (p + q) * kPanel;
-          update_panel(acc[r][q], args.c + (r0 + r) * args.c_stride + unit, args.h_out[r0 + r] + unit,
-                       args.hidden_size - unit);
-        }
+      if (pending + N > kDeferredPanels) update_deferred();
+      for (int q = 0; q < N; ++q, ++pending) {
+        deferred_panel[pending] = p + q;
+        for (int r = 0; r < R; ++r)
+          for (int g = 0; g < kGates; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) V::store(deferred[pending][r] + g * kPanel + v * V::kWidth, acc[r][q][g][v]);
+      }
     };
     const int64_t panels = args.panel_end - args.panel_begin;
     const int64_t whole = panels - panels % NP;
@@ -254,6 +295,7 @@ struct Kernels {
       for (int64_t p = args.panel_end - 1; p >= args.panel_begin + whole; --p) pass(std::integral_constant<int, 1>(), p);
       for (int64_t p = args.panel_begin + whole - NP; p >= args.panel_begin; p -= NP) pass(std::integral_constant<int, NP>(), p);
     }
+    update_deferred();
   }
 
   // Rows go in groups of up to kFusedRows, each group one sweep over the weights. Successive sweeps
@@ -274,15 +316,6 @@ struct Kernels {
     }
     step_rows<R>(args, r0, downward);
     return R;
-  }
-
-  // The cell update of row r on panel p, from the gate pre-activations in z.
-  static void update_from_z(const StepArgs<T>& args, int64_t r, int64_t p) {
-    Reg z[kGates][kVecsPerPanel];
-    for (int g = 0; g < kGates; ++g)
-      for (int v = 0; v < kVecsPerPanel; ++v) z[g][v] = V::load(args.z[r] + (p * kGates + g) * kPanel + v * V::kWidth);
-    const int64_t unit = p * kPanel;
-    update_panel(z, args.c + r * args.c_stride + unit, args.h_out[r] + unit, args.hidden_size - unit);
   }
 
   static T sum_stream(const T* data, int64_t count, bool descending) {
