@@ -23,10 +23,9 @@ struct VecAvx2F32 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_ps(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }  // returns b when either is NaN
   static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
-  static Reg round(Reg a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static Reg scale_by_pow2(Reg p, Reg n) {
-    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  // p * 2^n, n an integer-valued float; `shifted` holds n + 127 in its low bits (ExpConstants).
+  static Reg scale_by_pow2(Reg p, Reg /*n*/, Reg shifted) {
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23)));
   }
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx2F32>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx2F32>(a); }
@@ -49,11 +48,9 @@ struct VecAvx2F64 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_pd(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm256_min_pd(a, b); }
   static Reg max(Reg a, Reg b) { return _mm256_max_pd(a, b); }
-  static Reg round(Reg a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static Reg scale_by_pow2(Reg p, Reg n) {
-    __m256i exponent = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n));
-    __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(exponent, _mm256_set1_epi64x(1023)), 52);
-    return _mm256_mul_pd(p, _mm256_castsi256_pd(bits));
+  // p * 2^n, n an integer-valued double; `shifted` holds n + 1023 in its low bits (ExpConstants).
+  static Reg scale_by_pow2(Reg p, Reg /*n*/, Reg shifted) {
+    return _mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(shifted), 52)));
   }
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx2F64>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx2F64>(a); }

@@ -23,8 +23,7 @@ struct VecAvx512F32 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }  // returns b when either is NaN
   static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
-  static Reg round(Reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static Reg scale_by_pow2(Reg p, Reg n) { return _mm512_scalef_ps(p, n); }
+  static Reg scale_by_pow2(Reg p, Reg n, Reg /*shifted*/) { return _mm512_scalef_ps(p, n); }  // p * 2^n
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F32>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx512F32>(a); }
 };
@@ -46,8 +45,7 @@ struct VecAvx512F64 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_pd(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm512_min_pd(a, b); }
   static Reg max(Reg a, Reg b) { return _mm512_max_pd(a, b); }
-  static Reg round(Reg a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static Reg scale_by_pow2(Reg p, Reg n) { return _mm512_scalef_pd(p, n); }
+  static Reg scale_by_pow2(Reg p, Reg n, Reg /*shifted*/) { return _mm512_scalef_pd(p, n); }  // p * 2^n
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F64>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx512F64>(a); }
 };
