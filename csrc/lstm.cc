@@ -32,7 +32,7 @@ constexpr int64_t kMinRowsPerThread = 4;
 // Scratch one thread of a forward call uses privately.
 template <typename T>
 struct MemberScratch {
-  AlignedBuffer<T> a_pack, w_block;  // GEMM scratch
+  AlignedBuffer<T> a_pack;  // GEMM scratch
   std::vector<const T*> a_rows, h_rows;
   std::vector<T*> z_rows, out_rows;
   uint64_t sweeps = 0;  // fused-step sweeps over the weights so far (their direction alternates)
@@ -159,7 +159,6 @@ class PackedLstm<T>::Pass {
     for (int m = 0; m < team_size_; ++m) {
       MemberScratch<T>& member = ws_.members[m];
       grow(member.a_pack, std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
-      grow(member.w_block, kGemmWeightBlock<T>);
       grow(member.a_rows, chunk_rows);
       grow(member.z_rows, chunk_rows);
       grow(member.h_rows, batch_);
@@ -373,7 +372,6 @@ class PackedLstm<T>::Pass {
     args.panel_end = panels.end;
     args.c = c;
     args.a_pack = mine.a_pack.data();
-    args.w_block = mine.w_block.data();
     return args;
   }
 

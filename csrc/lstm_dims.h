@@ -13,6 +13,10 @@ constexpr int64_t kPanelWidth = 64 / sizeof(T);
 
 constexpr int kGates = 4;  // i, f, g, o in PyTorch's order
 
+// The reduction (k) block: of the packed weight layout, and of the GEMM and the fused step, whose
+// partial sums restart at each block so that the two agree bitwise.
+constexpr int64_t kKBlock = 256;
+
 inline int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }

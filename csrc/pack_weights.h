@@ -18,10 +18,14 @@ AlignedBuffer<T> pack_panels(const T* w, int64_t gates, int64_t units, int64_t k
   const int64_t panels = round_up(units, P) / P;
   AlignedBuffer<T> packed(static_cast<std::size_t>(panels * k * gates * P));
   for (int64_t p = 0; p < panels; ++p)
-    for (int64_t kk = 0; kk < k; ++kk)
+    for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
+      const int64_t block = k0 + kKBlock < k ? kKBlock : k - k0;
+      T* out = packed.data() + (p * k + k0) * gates * P;
       for (int64_t g = 0; g < gates; ++g)
-        for (int64_t u = 0; u < P && p * P + u < units; ++u)
-          packed[((p * k + kk) * gates + g) * P + u] = w[(g * units + p * P + u) * k + kk];
+        for (int64_t kk = 0; kk < block; ++kk)
+          for (int64_t u = 0; u < P && p * P + u < units; ++u)
+            out[(g * block + kk) * P + u] = w[(g * units + p * P + u) * k + k0 + kk];
+    }
   return packed;
 }
 

@@ -2,9 +2,12 @@
 // (ISA, dtype). Everything ISA-specific lives behind this table; the orchestration in lstm.cc
 // never sees a vector type.
 //
-// Packed weight layout (see pack_weights.h): for panel p of kPanelWidth hidden units, for every
-// k of the reduction dimension, `gates` consecutive runs of kPanelWidth values:
-//   packed[((p * K + k) * gates + g) * P + u] = W[g * H + p * P + u][k]
+// Packed weight layout (see pack_weights.h): for panel p of P = kPanelWidth hidden units, the
+// reduction dimension in blocks of kKBlock k (the last one may be shorter, L values long); within
+// a block, gate after gate, one run of P values per k:
+//   packed[p * K * gates * P + k0 * gates * P + (g * L + (k - k0)) * P + u] = W[g * H + p * P + u][k]
+// for k in the block starting at k0. Each gate's part of a block is one contiguous stretch, which
+// the GEMM's micro-kernel reads in place, k after k.
 // Accumulator rows (z) use the matching layout: row[(p * gates + g) * P + u].
 #pragma once
 
@@ -13,13 +16,6 @@
 #include "../lstm_dims.h"
 
 namespace fastlstm {
-
-// The reduction (k) block of the GEMM, and of the fused step, whose partial sums must match it.
-constexpr int64_t kKBlock = 256;
-
-// Scratch the GEMM copies one block of packed weights into: every gate's kKBlock x panel part.
-template <typename T>
-constexpr int64_t kGemmWeightBlock = kGates * kKBlock * kPanelWidth<T>;
 
 template <typename T>
 struct GemmArgs {
@@ -31,7 +27,6 @@ struct GemmArgs {
   int64_t panel_begin = 0, panel_end = 0;
   T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
   T* a_pack = nullptr;    // scratch of at least rows * k values
-  T* w_block = nullptr;   // scratch of kGemmWeightBlock<T> values, 64-byte aligned
 };
 
 // One LSTM time step for `rows` rows on panels [panel_begin, panel_end):

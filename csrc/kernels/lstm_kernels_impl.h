@@ -17,16 +17,16 @@ struct Kernels {
 
   // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
   // tile (k-major, R values per k) and one panel of one gate, whose weights for k0 start at w_k0,
-  // one k every w_step values.
+  // one run of kPanel values per k.
   template <int R>
-  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w_k0, int64_t w_step, T* const* c,
+  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w_k0, T* const* c,
                         int64_t c_offset) {
     Reg acc[R][kVecsPerPanel];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
     const T* wk = w_k0;
     const T* ak = a + k0 * R;
-    for (int64_t k = k0; k < k1; ++k, wk += w_step, ak += R) {
+    for (int64_t k = k0; k < k1; ++k, wk += kPanel, ak += R) {
       Reg wv[kVecsPerPanel];
       for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
       for (int r = 0; r < R; ++r) {
@@ -64,23 +64,12 @@ struct Kernels {
 
   // One tile of `height` rows, with the micro-kernel built for exactly that height.
   template <int R = kRowTile>
-  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w_k0, int64_t w_step,
+  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w_k0,
                             T* const* c, int64_t c_offset) {
     if constexpr (R > 1) {
-      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, w_step, c, c_offset);
+      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, c, c_offset);
     }
-    gemm_tile<R>(a, k0, k1, w_k0, w_step, c, c_offset);
-  }
-
-  // Copies `count` k of a packed block with every gate's part made contiguous (gate g's k-th run at
-  // out[(g * kKBlock + k) * kPanel]). In place, a gate's runs lie gates * 64 bytes apart, which maps
-  // them onto a quarter of L1's sets, so they would not stay in L1 across the row tiles. Read in
-  // address order, for the hardware prefetcher.
-  static void copy_weight_block(const T* block, int64_t count, int64_t gates, T* out) {
-    for (int64_t kk = 0; kk < count; ++kk, block += gates * kPanel)
-      for (int64_t g = 0; g < gates; ++g)
-        for (int v = 0; v < kVecsPerPanel; ++v)
-          V::store(out + (g * kKBlock + kk) * kPanel + v * V::kWidth, V::load(block + g * kPanel + v * V::kWidth));
+    gemm_tile<R>(a, k0, k1, w_k0, c, c_offset);
   }
 
   static void gemm_accumulate(const GemmArgs<T>& args) {
@@ -107,27 +96,26 @@ struct Kernels {
 
   // c[r] += a[r] @ W on panel p, for rows already packed by pack_rows.
   static void gemm_panel(const GemmArgs<T>& args, int64_t p) {
-    const int64_t w_step = args.gates * kPanel;  // distance between consecutive k
     const int64_t tiles = row_tiles(args.rows);
-    const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * args.k * w_step);
+    const int64_t panel_values = args.k * args.gates * kPanel;
+    const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * panel_values);
     for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
-      const T* block = args.w + p * args.k * w_step + k0 * w_step;
-      copy_weight_block(block, k1 - k0, args.gates, args.w_block);
-      // Meanwhile the next block (the weights right after this one) is fetched into L2, a few
-      // lines per tile, so the copy above finds it there.
-      const char* next = reinterpret_cast<const char*>(block + (k1 - k0) * w_step);
+      const T* block = args.w + p * panel_values + k0 * args.gates * kPanel;
+      // While the tiles run on this block, the next one (the weights right after it) is fetched
+      // into L2, a few lines per tile, so the first tile on it does not wait for L3 or memory.
+      const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(T)) / 64;
+      const char* next = reinterpret_cast<const char*>(block) + block_lines * 64;
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
-      const int64_t lines_per_tile =
-          ((k1 - k0) * w_step * int64_t(sizeof(T)) / 64 + args.gates * tiles - 1) / (args.gates * tiles);
+      const int64_t lines_per_tile = (block_lines + args.gates * tiles - 1) / (args.gates * tiles);
       for (int64_t g = 0; g < args.gates; ++g) {
-        const T* w = args.w_block + g * kKBlock * kPanel;
+        const T* w = block + g * (k1 - k0) * kPanel;  // this gate's part of the block, k after k
         const int64_t c_offset = (p * args.gates + g) * kPanel;
         for (int64_t i = 0; i < tiles; ++i) {
           for (int64_t j = 0; j < lines_per_tile && lines_left > 0; ++j, --lines_left, next += 64)
             __builtin_prefetch(next, 0, 2);
           const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
-          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, kPanel, args.c + r0, c_offset);
+          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, args.c + r0, c_offset);
         }
       }
     }
@@ -180,14 +168,15 @@ struct Kernels {
         for (int q = 0; q < NP; ++q)
           for (int g = 0; g < G; ++g)
             for (int v = 0; v < kVecsPerPanel; ++v) part[r][q][g][v] = V::zero();
+      const int64_t w_gate = (k1 - k0) * kPanel;  // a gate's part of the block (see kernels.h)
       const T* wk = w + p * w_panel + k0 * G * kPanel;
-      for (int64_t kk = k0; kk < k1; ++kk, wk += G * kPanel) {
+      for (int64_t kk = k0; kk < k1; ++kk, wk += kPanel) {
         Reg b[R];
         for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
         for (int q = 0; q < NP; ++q)
           for (int g = 0; g < G; ++g)
             for (int v = 0; v < kVecsPerPanel; ++v) {
-              const Reg wv = V::load(wk + q * w_panel + g * kPanel + v * V::kWidth);
+              const Reg wv = V::load(wk + q * w_panel + g * w_gate + v * V::kWidth);
               for (int r = 0; r < R; ++r) part[r][q][g][v] = V::fmadd(wv, b[r], part[r][q][g][v]);
             }
       }
