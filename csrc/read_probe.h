@@ -1,5 +1,5 @@
-// A floor for the benchmark: how fast this core streams a block of weights, read the way the fused
-// step reads W_hh (widest loads, alternating direction between passes).
+// A floor for the benchmark: how fast this core streams a block of weights (widest loads, alternating
+// direction between passes; the faster of one stream and the fused step's four per weight block).
 #pragma once
 
 #include <cstdint>

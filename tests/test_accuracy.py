@@ -309,9 +309,9 @@ def test_thread_count_does_not_change_results(isa, hidden, batch, bidirectional,
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_gemm_row_tiles_match_torch_and_each_row_alone(isa, batch, dtype):
     """Batches above four rows take the GEMM step, in row tiles of near-equal height (13 rows: 4,4,5
-    with AVX2 fp32), over weight blocks copied one at a time (H_out = 300 > 256 spans two reduction
-    blocks; the projection GEMM has one gate). Each row must match torch and equal its own one-row
-    run bitwise, whatever tile it fell in."""
+    with AVX2 fp32), on weights packed in reduction blocks of 256 (H_out = 300 spans a whole block
+    and a partial one; the projection GEMM has one gate). Each row must match torch and equal its
+    own one-row run bitwise, whatever tile it fell in."""
     x = random_input(np.random.default_rng(batch), (6, batch, 20), dtype)
     for proj_size in (0, 270):
         module = make_torch_lstm(20, 300, 1, proj_size=proj_size, dtype=dtype, seed=batch + proj_size)
@@ -321,6 +321,21 @@ def test_gemm_row_tiles_match_torch_and_each_row_alone(isa, batch, dtype):
         for row in (0, batch // 2, batch - 1):
             alone, _ = fast(np.ascontiguousarray(x[:, row : row + 1]), num_threads=1)
             np.testing.assert_array_equal(output[:, row : row + 1], alone)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_input_spanning_two_reduction_blocks(isa, dtype):
+    """W_ih with input_size = 300: a whole 256-k block and a partial one, read by the projection GEMM
+    (a sequence, at batch 1 and 6) and by the fused single step, which adds x W_ih itself."""
+    module = make_torch_lstm(300, 40, 1, dtype=dtype, seed=7)
+    fast = fastlstm.LSTM.from_torch(module)
+    for batch in (1, 6):
+        x = random_input(np.random.default_rng(batch), (5, batch, 300), dtype)
+        output, (h_n, c_n) = fast(x, num_threads=1)
+        assert_matches_torch((output, h_n, c_n), run_torch(module, x), dtype, f"{isa} I300 B{batch}")
+        step_output, (step_h, step_c) = fast.step(x[0])
+        assert_matches_torch((step_output[None], step_h, step_c), run_torch(module, x[:1]), dtype,
+                             f"{isa} I300 B{batch} step")
 
 
 # ----------------------------------------------------------------------------- long sequences

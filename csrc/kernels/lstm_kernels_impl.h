@@ -307,19 +307,27 @@ struct Kernels {
     return R;
   }
 
-  static T sum_stream(const T* data, int64_t count, bool descending) {
-    constexpr int kChains = 4;  // independent add chains, so the loads, not the adds, set the pace
-    Reg acc[kChains][kVecsPerPanel];
-    for (int j = 0; j < kChains; ++j)
+  static T sum_stream(const T* data, int64_t count, bool descending, int64_t chunk) {
+    // Chunk by chunk (in address order, or its reverse), each read as four streams side by side, its
+    // quarters, each upward; one add chain per stream, so the loads, not the adds, set the pace.
+    constexpr int kStreams = 4;
+    Reg acc[kStreams][kVecsPerPanel];
+    for (int j = 0; j < kStreams; ++j)
       for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::zero();
-    const int64_t groups = count / (kChains * kPanel);  // any remainder is not read
-    for (int64_t i = 0; i < groups; ++i) {
-      const T* group = data + (descending ? groups - 1 - i : i) * kChains * kPanel;
-      for (int j = 0; j < kChains; ++j)
-        for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::add(acc[j][v], V::load(group + j * kPanel + v * V::kWidth));
+    const int64_t chunks = (count + chunk - 1) / chunk;
+    const int64_t whole_quarter = chunk / kStreams;
+    for (int64_t i = 0; i < chunks; ++i) {
+      const int64_t begin = (descending ? chunks - 1 - i : i) * chunk;
+      // Only the last chunk may be short (no division per chunk: at four panels, that would be slower
+      // than the loads).
+      const int64_t quarter = count - begin >= chunk ? whole_quarter : (count - begin) / (kStreams * kPanel) * kPanel;
+      const T* part = data + begin;
+      for (int64_t at = 0; at < quarter; at += kPanel)
+        for (int j = 0; j < kStreams; ++j)
+          for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::add(acc[j][v], V::load(part + j * quarter + at + v * V::kWidth));
     }
     Reg sum = V::zero();
-    for (int j = 0; j < kChains; ++j)
+    for (int j = 0; j < kStreams; ++j)
       for (int v = 0; v < kVecsPerPanel; ++v) sum = V::add(sum, acc[j][v]);
     alignas(64) T lanes[V::kWidth];
     V::store(lanes, sum);
