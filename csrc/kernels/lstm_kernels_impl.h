@@ -26,6 +26,7 @@ struct Kernels {
       for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
     const T* wk = w_k0;
     const T* ak = a + k0 * R;
+#pragma GCC unroll 4
     for (int64_t k = k0; k < k1; ++k, wk += kPanel, ak += R) {
       Reg wv[kVecsPerPanel];
       for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
