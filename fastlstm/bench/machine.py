@@ -125,9 +125,9 @@ READ_PROBE_BATCH_BYTES = 64 << 20  # each timed batch reads about this much, so 
 
 @functools.lru_cache(maxsize=None)
 def measure_read_seconds(nbytes: int) -> float:
-    """Seconds one core takes to read `nbytes` of cached data once, the way the fused step reads W_hh
-    (fastlstm's widest loads, four streams per weight block, alternating direction between passes): best of 15 batches, since a
-    neighbour on a shared host can slow any one of them.
+    """Seconds one core takes to read `nbytes` of cached data once: fastlstm's widest loads, passes
+    alternating direction, the faster of one stream and the fused step's four streams per weight
+    block. Best of 15 batches, since a neighbour on a shared host can slow any one of them.
 
     This is the floor a batch-1 step sits on: it must read all of W_hh (or a thread's share of it).
     """

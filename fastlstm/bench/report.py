@@ -274,8 +274,8 @@ def render_markdown(run: BenchRun) -> str:
             "## Batch 1: against the floor",
             "",
             "The floor of a call is T x layers x directions x the measured time to read one W_hh from cache "
-            "(this core, fastlstm's widest loads, four streams per weight block and alternating direction, "
-            "as the fused step reads it), plus the "
+            "(this core, fastlstm's widest loads, alternating direction as the fused step does, the faster of "
+            "one stream and the fused step's four streams per weight block), plus the "
             "input projection's FLOPs at the sgemm peak (or one read of each W_ih, if that takes longer). Any exact fp32 implementation reads all of W_hh "
             "every step, so no engine can go below it without overlapping the two (the recurrent FLOPs, "
             "gate math and call overhead are not even counted). floor/X is the lowest fastlstm/X ratio "
