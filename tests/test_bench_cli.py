@@ -85,6 +85,20 @@ def test_tiny_run_writes_table_with_expected_columns(tmp_path: Path, capsys: pyt
     assert 0 < document["batch1_floor_us"][TINY_CONFIG] < fastlstm_result["median_us"]
     if "torch" in case["engines"]:
         assert fastlstm_result["matches_reference"] is True
+    assert document["sgemm_peak_samples"] == 1  # one config, one sample after it
+    assert document["sgemm_peak_gflops"] > 0
+    assert "GFLOP/s (measured after the config; each the best of 7 calls)" in markdown
+
+
+def test_sgemm_peak_keeps_the_best_sample_and_skips_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = iter([None, 41.6, 85.6, 60.0])  # None: a measurement that could not run
+    monkeypatch.setattr(machine, "measure_sgemm_peak_gflops", lambda: next(rates))
+    peak = machine.SgemmPeak()
+    peak.sample()
+    assert (peak.best, peak.samples) == (None, 0)
+    for _ in range(3):
+        peak.sample()
+    assert (peak.best, peak.samples) == (85.6, 3)
 
 
 def test_missing_onnxruntime_is_skipped_with_a_note(

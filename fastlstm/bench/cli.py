@@ -22,7 +22,7 @@ from fastlstm.bench.options import (
     add_priming_argument,
     add_seed_argument,
     budget_text,
-    case_progress,
+    case_progress_sampling,
     check_priming,
     mismatch_status,
     now_text,
@@ -176,13 +176,11 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     )
     date = now_text()
     timer_floor_ns = measure_timer_floor_ns()
-    cases = run_suite(sources, settings, make_input, progress=case_progress)
-
-    sgemm_peak = None
+    sgemm_peak = machine.SgemmPeak()
+    cases = run_suite(sources, settings, make_input, progress=case_progress_sampling(sgemm_peak))
     if any(case.engines for case in cases):
-        progress("measuring single-core sgemm peak and cache read rates ...")
-        sgemm_peak = machine.measure_sgemm_peak_gflops()
-    floors_us, whh_read_us = machine.measure_batch1_floors(cases, sgemm_peak)
+        progress("measuring cache read rates ...")
+    floors_us, whh_read_us = machine.measure_batch1_floors(cases, sgemm_peak.best)
     run = report.BenchRun(
         cases=cases,
         settings=settings,
@@ -190,7 +188,8 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         command=command,
         date=date,
         timer_floor_ns=timer_floor_ns,
-        sgemm_peak_gflops=sgemm_peak,
+        sgemm_peak_gflops=sgemm_peak.best,
+        sgemm_peak_samples=sgemm_peak.samples,
         floors_us=floors_us,
         whh_read_us=whh_read_us,
     )

@@ -120,6 +120,25 @@ def measure_sgemm_peak_gflops(timeout_seconds: float = 120.0) -> Optional[float]
         return None
 
 
+class SgemmPeak:
+    """The best single-core sgemm rate over several moments of a run.
+
+    A neighbour's busy spell on a shared host can halve any one measurement (41.6 against 85.6
+    GFLOP/s on the same machine, minutes apart), and the engines are held against the peak, so the
+    run samples it after every config and keeps the best. best is None until a sample succeeds.
+    """
+
+    def __init__(self) -> None:
+        self.best: Optional[float] = None
+        self.samples = 0
+
+    def sample(self) -> None:
+        rate = measure_sgemm_peak_gflops()
+        if rate is not None:
+            self.samples += 1
+            self.best = rate if self.best is None else max(self.best, rate)
+
+
 READ_PROBE_BATCH_BYTES = 64 << 20  # each timed batch reads about this much, so it lasts milliseconds
 
 

@@ -11,9 +11,9 @@ import argparse
 import datetime
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
-from fastlstm.bench import report
+from fastlstm.bench import machine, report
 from fastlstm.bench.engines import ENGINE_NAMES
 from fastlstm.bench.suite import CaseResult, SuiteSettings
 from fastlstm.bench.timing import DEFAULT_PRIMING_SECONDS, DEFAULT_SECONDS_PER_CONFIG
@@ -136,6 +136,17 @@ def case_progress(index: int, total: int, case: CaseResult) -> None:
     times = ", ".join(f"{result.display_label} {result.timing.median_us:.1f} us" for result in case.engines.values())
     mismatch = f" MISMATCH: {', '.join(case.mismatched_engines)}" if case.mismatched_engines else ""
     progress(f"[{index}/{total}] {case.config.name} ... done ({times or 'nothing ran'}){mismatch}")
+
+
+def case_progress_sampling(sgemm_peak: machine.SgemmPeak) -> Callable[[int, int, CaseResult], None]:
+    """case_progress, then one sgemm peak sample after every case that timed something."""
+
+    def after_case(index: int, total: int, case: CaseResult) -> None:
+        case_progress(index, total, case)
+        if case.engines:
+            sgemm_peak.sample()
+
+    return after_case
 
 
 def publish(out_dir: Path, documents: Dict[str, str], markdown: str) -> None:

@@ -25,7 +25,7 @@ from fastlstm.bench.options import (
     add_priming_argument,
     add_seed_argument,
     budget_text,
-    case_progress,
+    case_progress_sampling,
     check_priming,
     mismatch_status,
     now_text,
@@ -304,15 +304,18 @@ def run(args: argparse.Namespace, command: str) -> int:
     date = now_text()
     timer_floor_ns = measure_timer_floor_ns()
     fastlstm.set_num_threads(default_threads)
+    sgemm_peak = machine.SgemmPeak()
     try:
         sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
-        cases = run_suite(sources, settings, make_input, progress=case_progress, variants=variants)
+        cases = run_suite(
+            sources, settings, make_input, progress=case_progress_sampling(sgemm_peak), variants=variants
+        )
     finally:
         fastlstm.set_num_threads(previous_threads)
 
     notes = report.merged_notes(notes, cases)
-    progress("measuring single-core sgemm peak and cache read rates ...")
-    floors_us, _ = machine.measure_batch1_floors(cases, machine.measure_sgemm_peak_gflops(), args.threads)
+    progress("measuring cache read rates ...")
+    floors_us, _ = machine.measure_batch1_floors(cases, sgemm_peak.best, args.threads)
     run = ThreadsRun(
         cases=cases,
         settings=settings,
