@@ -1,0 +1,55 @@
+"""bench/kernel_probe.sh still builds against csrc/ and reports every figure (no timing asserted:
+performance claims live in bench/, not in tests)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_has_avx2_and_fma() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+@pytest.mark.skipif(not _cpu_has_avx2_and_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_kernel_probe_reports_every_figure() -> None:
+    completed = subprocess.run(
+        ["bash", str(REPO / "bench" / "kernel_probe.sh"), "8", "64"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in completed.stdout.splitlines()[2:]}
+    expected = [
+        "FMA peak, one core (12 chains of 8-float FMAs)",
+        "micro-kernel, 6-row tile, data in L1",
+        "recurrent step GEMM, 8 rows, H 64 (W_hh 0.06 MiB)",
+        "the same step with its cell update",
+        "cell update alone, data in L1",
+    ]
+    assert list(rows) == expected
+    for value in rows.values():
+        assert float(re.match(r"[0-9.]+", value).group()) > 0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+@pytest.mark.skipif(not _cpu_has_avx2_and_fma(), reason="needs a CPU with AVX2 and FMA")
+def test_kernel_probe_refuses_shapes_it_cannot_time() -> None:
+    completed = subprocess.run(
+        ["bash", str(REPO / "bench" / "kernel_probe.sh"), "2", "64"], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 2
+    assert "usage: kernel_probe" in completed.stderr
