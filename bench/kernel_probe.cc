@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../csrc/aligned_buffer.h"
 #include "../csrc/lstm_dims.h"
 #include "../csrc/kernels/kernels.h"
 #include "../csrc/kernels/vec_avx2.h"
@@ -35,30 +36,21 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// 64-byte aligned, as the extension's own buffers are: unaligned rows would time split loads.
-template <typename T>
-struct AlignedAllocator {
-  using value_type = T;
-  AlignedAllocator() = default;
-  template <typename U>
-  AlignedAllocator(const AlignedAllocator<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const AlignedAllocator&) const { return true; }
-  bool operator!=(const AlignedAllocator&) const { return false; }
-};
-using Floats = std::vector<float, AlignedAllocator<float>>;
+// The extension's own cache-line-aligned buffers (zero-filled): unaligned rows would time split loads.
+using Floats = fastlstm::AlignedBuffer<float>;
 
 // Uniform values in [-scale/2, scale/2), from a fixed LCG so every run sees the same data.
 Floats noise(size_t count, float scale) {
   Floats v(count);
   uint32_t x = 12345;
-  for (float& e : v) {
+  for (size_t i = 0; i < count; ++i) {
     x = x * 1664525u + 1013904223u;
-    e = scale * (float(x >> 8) / 16777216.0f - 0.5f);
+    v[i] = scale * (float(x >> 8) / 16777216.0f - 0.5f);
   }
   return v;
 }
+
+void copy(const Floats& from, Floats& to) { std::copy(from.data(), from.data() + from.size(), to.data()); }
 
 // Twelve independent FMA chains, enough to cover the latency on both FMA pipes. Written in assembly
 // so the compiler can neither spill the chains nor fold the loop; zeros throughout, so no denormals.
@@ -98,7 +90,7 @@ double fma_peak_gflops() {
 double tile_in_l1_gflops() {
   constexpr int R = K::kRowTile;
   const Floats a = noise(R * fastlstm::kKBlock, 1.f), w = noise(fastlstm::kKBlock * 16, 0.1f);
-  Floats c(R * 16, 0.f);
+  Floats c(R * 16);
   float* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = c.data() + r * 16;
   constexpr int kCalls = 2000;  // ~2 ms per trial
@@ -120,7 +112,7 @@ struct StepTimes {
 StepTimes recurrent_step(int64_t rows, int64_t hidden) {
   const int64_t gates = 4 * hidden, panels = hidden / 16;
   const Floats h = noise(rows * hidden, 1.f), w = noise(hidden * gates, 0.1f), z0 = noise(rows * gates, 2.f);
-  Floats z = z0, a_pack(rows * hidden), c(rows * hidden, 0.f), h_out(rows * hidden);
+  Floats z(z0.size()), a_pack(rows * hidden), c(rows * hidden), h_out(rows * hidden);
   std::vector<const float*> h_rows(rows);
   std::vector<float*> z_rows(rows), out_rows(rows);
   for (int64_t r = 0; r < rows; ++r) {
@@ -139,7 +131,7 @@ StepTimes recurrent_step(int64_t rows, int64_t hidden) {
     constexpr int kCalls = 10;
     double total = 0;
     for (int i = 0; i < kCalls; ++i) {
-      std::copy(z0.begin(), z0.end(), z.begin());
+      copy(z0, z);
       const auto t0 = std::chrono::steady_clock::now();
       if (with_update) K::lstm_step_gemm(gemm, step);
       else K::gemm_accumulate(gemm);
@@ -159,13 +151,13 @@ StepTimes recurrent_step(int64_t rows, int64_t hidden) {
 double update_ns_per_8_units() {
   constexpr int kRows = 32;
   const Floats z0 = noise(kRows * 64, 6.f);
-  Floats z(kRows * 64), c(kRows * 16, 0.f), h(kRows * 16);
+  Floats z(kRows * 64), c(kRows * 16), h(kRows * 16);
   constexpr int kCalls = 500;  // ~2 ms per trial
   double best = 1e30;
   for (int trial = 0; trial < 100; ++trial) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < kCalls; ++i) {
-      std::copy(z0.begin(), z0.end(), z.begin());
+      copy(z0, z);
       for (int r = 0; r < kRows; ++r) K::activate_gates(z.data() + r * 64);
       for (int r = 0; r < kRows; ++r) K::update_cell(z.data() + r * 64, c.data() + r * 16, h.data() + r * 16, 16);
     }
