@@ -21,7 +21,13 @@ from fastlstm.bench import concurrency, machine, metrics, report, streaming, wei
 from fastlstm.bench import threads as thread_bench  # noqa: E402
 from fastlstm.bench.configs import CONFIGS_BY_NAME, STANDARD_CONFIGS, select_configs  # noqa: E402
 from fastlstm.bench.suite import CaseResult, EngineResult, SuiteSettings  # noqa: E402
-from fastlstm.bench.timing import TimingSummary, time_interleaved  # noqa: E402
+from fastlstm.bench.timing import (  # noqa: E402
+    MAX_ROUNDS,
+    MIN_ROUNDS,
+    TimingSummary,
+    choose_round_count,
+    time_interleaved,
+)
 
 TINY_CONFIG = "small"  # I32 H64 T100 B1: milliseconds per call for every engine
 
@@ -124,6 +130,14 @@ def test_interleaving_rotates_which_engine_goes_first() -> None:
     assert all(sorted(one_round) == ["a", "b", "c"] for one_round in timed_rounds)  # each engine once a round
     assert sorted(one_round[0] for one_round in timed_rounds) == ["a", "b", "c"]  # each goes first once
     assert all(summary.calls == 3 for summary in timing.summaries.values())
+
+
+def test_round_count_fills_the_budget_but_keeps_enough_samples_for_a_median() -> None:
+    assert choose_round_count(3.0, 0.01) == 300
+    assert choose_round_count(3.0, 0.6) == MIN_ROUNDS  # a long config still gets MIN_ROUNDS samples
+    assert MIN_ROUNDS >= 15
+    assert choose_round_count(3.0, 1e-12) == MAX_ROUNDS
+    assert choose_round_count(3.0, 0.0) == MAX_ROUNDS
 
 
 def test_priming_calls_are_not_timed() -> None:
