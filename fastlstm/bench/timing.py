@@ -26,9 +26,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 DEFAULT_SECONDS_PER_CONFIG = 3.0
-# A median of 5 calls moved batch128's fastlstm/torch ratio between 0.81 and 0.93 from run to run on
-# the shared host these numbers come from (each call ~0.3 s, so 5 rounds filled the 3 s budget); 15
-# costs the long configs about 30 s more and keeps one slow spell from deciding a median.
+# The batched configs' calls take 0.1-0.3 s, so the 3 s budget gave them the minimum; at 5, their
+# medians hung on single calls (batch128's fastlstm/torch read 0.81-0.93 over four runs on one shared
+# host). 15 costs the default suite about 30 s more.
 MIN_ROUNDS = 15
 MAX_ROUNDS = 1_000_000
 # Warmup: at least one round (first-call allocations, lazy initialisation), then more until this
