@@ -17,7 +17,7 @@ pytest.importorskip("fastlstm._core", reason="fastlstm's C++ extension is not bu
 
 from fastlstm import cli  # noqa: E402
 from fastlstm.bench import cli as bench_cli  # noqa: E402
-from fastlstm.bench import concurrency, machine, metrics, report, streaming, weights  # noqa: E402
+from fastlstm.bench import concurrency, core_capacity, machine, metrics, report, streaming, weights  # noqa: E402
 from fastlstm.bench import threads as thread_bench  # noqa: E402
 from fastlstm.bench.configs import CONFIGS_BY_NAME, STANDARD_CONFIGS, select_configs  # noqa: E402
 from fastlstm.bench.suite import CaseResult, EngineResult, SuiteSettings  # noqa: E402
@@ -290,6 +290,35 @@ def test_threads_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert all(variant["calls"] == 3 for variant in case["variants"].values())
     assert case["default_policy_ok"] in (True, False)
     assert document["settings"]["fastlstm_default_threads"] == machine.available_cpus()
+    if core_capacity.capacity_cpus(2) is not None:  # sampled after the config, shown beside its speedup
+        assert "2 CPUs' capacity" in columns
+        assert 0 < case["cpu_capacity_after"] < 4
+        assert "2 CPUs' capacity: " in markdown and "means 2 whole cores" in markdown
+    else:
+        assert "2 CPUs' capacity: not measured" in markdown
+
+
+def test_core_capacity_is_all_cpus_together_over_one_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    rates = {1: [80.0], 2: [70.0, 66.0]}
+    monkeypatch.setattr(core_capacity, "capacity_cpus", lambda threads: [0, 1])
+    monkeypatch.setattr(core_capacity, "measure_rates", lambda cpus: rates[len(cpus)])
+    capacity = core_capacity.CoreCapacity(2)
+    capacity.sample("medium")
+    assert capacity.by_config == {"medium": pytest.approx(1.7)}
+    rates[2] = None  # a failed measurement records nothing
+    capacity.sample("bidir")
+    assert set(capacity.by_config) == {"medium"}
+    rates[2] = [40.0, 40.0]
+    capacity.sample("large")
+    assert capacity.summary_text().startswith("1.00x-1.70x one CPU's rate over 2 sample(s)")
+
+
+def test_core_capacity_runs_one_pinned_process_per_cpu() -> None:
+    cpus = core_capacity.capacity_cpus(1)
+    if cpus is None:
+        pytest.skip("no CPU affinity to pin with on this platform")
+    (rate,) = core_capacity.measure_rates(cpus, window_seconds=0.05)
+    assert rate > 0
 
 
 def _case_with_medians(medians: Dict[str, float]) -> CaseResult:

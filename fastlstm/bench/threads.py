@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from fastlstm.bench import report
 from fastlstm.bench.configs import CONFIGS_BY_NAME, select_configs
+from fastlstm.bench.core_capacity import CoreCapacity
 from fastlstm.bench.options import (
     add_budget_arguments,
     add_engines_argument,
@@ -98,7 +99,11 @@ def _policy_cell(case: CaseResult) -> str:
 
 
 def threads_table(
-    cases: Sequence[CaseResult], threads: int, variants: Sequence[Variant], floors_us: Optional[Mapping[str, float]] = None
+    cases: Sequence[CaseResult],
+    threads: int,
+    variants: Sequence[Variant],
+    floors_us: Optional[Mapping[str, float]] = None,
+    capacity: Optional[Mapping[str, float]] = None,
 ) -> str:
     nt = key_nt("fastlstm", threads)
     baselines = [(key_nt(engine, threads), label) for engine, label in (("ort", "ORT"), ("torch", "torch"))]
@@ -106,6 +111,8 @@ def threads_table(
     floors_us = floors_us or {}
     header = ["config", "shape"] + [variant.label for variant in variants]
     header += [f"fastlstm {threads}T/1T speedup"]
+    if capacity:
+        header += [f"{threads} CPUs' capacity"]
     header += [f"fastlstm/{label} ({threads}T)" for _key, label in baselines]
     header += ["default/1T (<= 1.05)"]
     if floors_us:
@@ -115,6 +122,8 @@ def threads_table(
         row = [case.config.name, case.config.describe()]
         row += [report.time_cell(case, variant.key, with_p90=False) for variant in variants]
         row.append(_speedup_text(speedup_nt_over_1t(case, threads)))
+        if capacity:
+            row.append(_speedup_text(capacity.get(case.config.name)))
         row += [report.format_ratio(report.time_ratio(case, nt, key)) for key, _label in baselines]
         row.append(_policy_cell(case))
         if floors_us:
@@ -147,11 +156,13 @@ class ThreadsRun:
     default_threads: int
     notes: Sequence[str]
     floors_us: Mapping[str, float] = dataclasses.field(default_factory=dict)  # N-thread batch-1 floors
+    capacity: Optional[CoreCapacity] = None  # what the N CPUs delivered together, after each config
 
 
 def render_markdown(run: ThreadsRun) -> str:
     cases, settings = run.cases, run.settings
     threads = settings.threads
+    capacity = run.capacity.by_config if run.capacity is not None else None
     slower = [case.config.name for case in cases if default_policy_ok(case) is False]
     verdict = policy_summary(cases)
     verdict_text = {
@@ -172,6 +183,8 @@ def render_markdown(run: ThreadsRun) -> str:
         "to gain from a split stays on the calling thread)",
         f"- torch: `torch.set_num_threads({threads})`; ORT: `intra_op_num_threads={threads}`, inter-op 1, sequential",
     ]
+    if run.capacity is not None:
+        lines.append(f"- {threads} CPUs' capacity: {run.capacity.summary_text()}")
     for label, detail in report.engine_details(cases).items():
         lines.append(f"- {label}: {detail}")
     lines += [
@@ -183,9 +196,15 @@ def render_markdown(run: ThreadsRun) -> str:
         "1 thread's. At batch 1, the floor is what no exact fp32 engine can beat on this machine: each of "
         f"{threads} cores reads its 1/{threads} share of every W_hh each step (at the measured rate of reading "
         f"that many cached bytes on one core) and does 1/{threads} of the input projection at the single-core "
-        "sgemm peak; floor/X is the lowest fastlstm/X ratio reachable.",
+        "sgemm peak; floor/X is the lowest fastlstm/X ratio reachable."
+        + (
+            f" The CPUs' capacity, measured right after each config, is what {threads} CPUs computing at once "
+            f"delivered against one alone: below {threads}.00x, the threads did not have {threads} whole cores."
+            if capacity
+            else ""
+        ),
         "",
-        threads_table(cases, threads, run.variants, run.floors_us),
+        threads_table(cases, threads, run.variants, run.floors_us, capacity),
         "",
         "## Default thread policy check",
         "",
@@ -195,7 +214,7 @@ def render_markdown(run: ThreadsRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def case_json(case: CaseResult, threads: int) -> Dict[str, Any]:
+def case_json(case: CaseResult, threads: int, capacity: Optional[CoreCapacity] = None) -> Dict[str, Any]:
     nt = key_nt("fastlstm", threads)
     return {
         "config": case.config.to_dict(),
@@ -208,6 +227,7 @@ def case_json(case: CaseResult, threads: int) -> Dict[str, Any]:
         "fastlstm_nt_time_over_torch_nt": report.time_ratio(case, nt, key_nt("torch", threads)),
         "fastlstm_default_time_over_1t": default_over_1t(case),
         "default_policy_ok": default_policy_ok(case),
+        "cpu_capacity_after": capacity.by_config.get(case.config.name) if capacity is not None else None,
         "notes": case.notes,
     }
 
@@ -227,7 +247,8 @@ def render_json(run: ThreadsRun) -> str:
             "timer_floor_ns": run.timer_floor_ns,
             "default_policy_ok": policy_summary(cases),
             "batch1_floor_us": dict(run.floors_us),
-            "cases": [case_json(case, settings.threads) for case in cases],
+            "cpu_capacity_cpus": run.capacity.cpus if run.capacity is not None else None,
+            "cases": [case_json(case, settings.threads, run.capacity) for case in cases],
             "notes": list(run.notes),
         }
     )
@@ -305,11 +326,17 @@ def run(args: argparse.Namespace, command: str) -> int:
     timer_floor_ns = measure_timer_floor_ns()
     fastlstm.set_num_threads(default_threads)
     sgemm_peak = machine.SgemmPeak()
+    capacity = CoreCapacity(args.threads)
+    sample_peak = case_progress_sampling(sgemm_peak)
+
+    def after_case(index: int, total: int, case: CaseResult) -> None:
+        sample_peak(index, total, case)
+        if case.engines:
+            capacity.sample(case.config.name)
+
     try:
         sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
-        cases = run_suite(
-            sources, settings, make_input, progress=case_progress_sampling(sgemm_peak), variants=variants
-        )
+        cases = run_suite(sources, settings, make_input, progress=after_case, variants=variants)
     finally:
         fastlstm.set_num_threads(previous_threads)
 
@@ -327,6 +354,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         default_threads=default_threads,
         notes=notes,
         floors_us=floors_us,
+        capacity=capacity,
     )
     markdown = render_markdown(run)
     json_text = render_json(run)
