@@ -139,6 +139,14 @@ LstmDims make_dims(int64_t input_size, int64_t hidden_size, int64_t num_layers, 
   return dims;
 }
 
+// The last axis of an input (3-D sequence or a step's 1-D/2-D) must be the model's input_size.
+void require_input_size(const py::array& x, const LstmDims& dims) {
+  const py::ssize_t given = x.shape(x.ndim() - 1);
+  if (given != dims.input_size)
+    throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
+                                std::to_string(given));
+}
+
 template <typename T>
 class PyPackedLstm {
  public:
@@ -152,9 +160,7 @@ class PyPackedLstm {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
-    if (x.shape(2) != dims.input_size)
-      throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
-                                  std::to_string(x.shape(2)));
+    require_input_size(x, dims);
     const int64_t steps = batch_first ? x.shape(1) : x.shape(0);
     const int64_t batch = batch_first ? x.shape(0) : x.shape(1);
     if (steps == 0) throw std::invalid_argument("sequence length must be at least 1");
@@ -207,9 +213,7 @@ class PyPackedLstm {
       throw std::invalid_argument("step input must be (batch, input_size) or (input_size,), got " +
                                   shape_string(x));
     const bool unbatched = x.ndim() == 1;
-    if (x.shape(x.ndim() - 1) != dims.input_size)
-      throw std::invalid_argument("input.size(-1) must be " + std::to_string(dims.input_size) + ", got " +
-                                  std::to_string(x.shape(x.ndim() - 1)));
+    require_input_size(x, dims);
     const int64_t batch = unbatched ? 1 : x.shape(0);
     if (batch > 0) {
       element_stride<T>(x, x.ndim() - 1, true);

@@ -180,7 +180,7 @@ class LSTMCell:
         lstm = self._lstm
         dtype = lstm.dtype
         if x.dtype is not dtype:
-            _check_dtype(x, "input", dtype)
+            check_dtype(x, "input", dtype, "cell")
         if x.ndim != 1 and x.ndim != 2:
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {x.ndim}D input of shape {x.shape}")
         if x.shape[-1] != lstm.input_size:
@@ -207,10 +207,6 @@ def _describe(input_size: Any, hidden_size: Any, bias: Any) -> str:
     return f"nn.LSTMCell(input_size={input_size}, hidden_size={hidden_size}, bias={bias})"
 
 
-def _check_dtype(array: np.ndarray, name: str, dtype: np.dtype) -> None:
-    check_dtype(array, name, dtype, "cell")
-
-
 def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
     """(h_0, c_0) as C-contiguous arrays of shape (batch, hidden_size), or (hidden_size,) when
     batch is None (unbatched input), or a clear error."""
@@ -225,7 +221,7 @@ def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtyp
             elif not isinstance(value, np.ndarray):
                 raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
         if value.dtype is not dtype:
-            _check_dtype(value, name, dtype)
+            check_dtype(value, name, dtype, "cell")
         if value.shape != expected:
             if batch is None and value.ndim != 1:
                 raise ValueError(

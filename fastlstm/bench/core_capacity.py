@@ -9,7 +9,8 @@ this capacity after every config and prints it next to the speedups.
 
 Each CPU runs single-threaded numpy sgemm in its own process, pinned to that CPU; the processes start
 together, so they overlap for the whole window. The capacity is the sum of their rates over the rate
-of one process alone, measured just before: N.00x means N whole cores.
+of one process alone (the faster of one run just before and one just after): N.00x means N whole
+cores.
 """
 
 from __future__ import annotations
@@ -96,13 +97,16 @@ class CoreCapacity:
         self.by_config: Dict[str, float] = {}
 
     def sample(self, config_name: str) -> None:
-        """Measure one CPU alone, then all of them at once; a failed measurement records nothing."""
+        """One CPU alone, all of them at once, then one alone again; the faster lone rate counts, since
+        a neighbour's busy spell can slow either (one lone sample per side made 2 CPUs read 2.22x).
+        A failed measurement records nothing."""
         if self.cpus is None:
             return
-        alone = measure_rates(self.cpus[:1])
+        before = measure_rates(self.cpus[:1])
         together = measure_rates(self.cpus)
-        if alone and together and alone[0] > 0:
-            self.by_config[config_name] = sum(together) / alone[0]
+        after = measure_rates(self.cpus[:1])
+        if before and together and after and max(before[0], after[0]) > 0:
+            self.by_config[config_name] = sum(together) / max(before[0], after[0])
 
     def summary_text(self) -> str:
         """One line for the report header."""
