@@ -84,6 +84,8 @@ class LSTM:
             "_state_sizes": (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size),
             "_packed": packed,
             "_packed_step": packed.step,  # bound once: the streaming fast path counts its lookups
+            "_packed_forward": packed.forward,  # likewise for a plain call
+            "_batch_first": config.batch_first,
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -185,14 +187,27 @@ class LSTM:
 
         Returns numpy arrays for numpy input, tensors for tensors, a PackedSequence for one.
         """
-        if isinstance(input, np.ndarray):
+        if type(input) is np.ndarray:
+            if lengths is None and input.ndim == 3 and (hx is None or _numpy_pair(hx)):
+                # The hot path of a service, kept to one Python frame. The extension checks every
+                # shape, dtype, stride and alignment itself and refuses before computing anything;
+                # _forward_numpy then raises nn.LSTM's message (or copies an array the kernel cannot
+                # read in place).
+                h0, c0 = (None, None) if hx is None else hx
+                try:
+                    output, h_n, c_n = self._packed_forward(input, self._batch_first, h0, c0, None, None, None, None, num_threads)
+                    return output, (h_n, c_n)
+                except (TypeError, ValueError):
+                    pass
             return self._forward_numpy(input, hx, lengths, num_threads)
         if _interop.is_packed_sequence(input):
             return self._forward_packed(input, hx, lengths, num_threads)
         if _interop.is_tensor(input):
             torch = _interop.loaded_torch()
-            output, (h_n, c_n) = self._forward_numpy(_interop.tensor_to_numpy(input, "input"), hx, lengths, num_threads)
+            output, (h_n, c_n) = self(_interop.tensor_to_numpy(input, "input"), hx, lengths=lengths, num_threads=num_threads)
             return torch.from_numpy(output), (torch.from_numpy(h_n), torch.from_numpy(c_n))
+        if isinstance(input, np.ndarray):  # a subclass: the checked path
+            return self._forward_numpy(input, hx, lengths, num_threads)
         raise TypeError(f"input must be a numpy array, a torch tensor or a PackedSequence, got {type(input).__name__}")
 
     forward = __call__
@@ -274,21 +289,9 @@ class LSTM:
     def _forward_numpy(
         self, x: np.ndarray, hx: Optional[State], lengths: Optional[Any], num_threads: int = 0, time_major: bool = False
     ) -> Tuple[np.ndarray, State]:
-        """`time_major` overrides batch_first (a PackedSequence unpacks time-major)."""
-        plain_hx = hx is None or (
-            type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray
-        )
-        batch_first = self._config.batch_first and not time_major
-        if x.ndim == 3 and lengths is None and plain_hx:
-            # The hot path of a service. The extension checks every shape, dtype, stride and alignment
-            # itself; if it refuses anything, the checked path below raises nn.LSTM's message (or
-            # copies an array the kernel cannot read in place). It refuses before computing anything.
-            h0, c0 = (None, None) if hx is None else hx
-            try:
-                output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, None, None, None, None, num_threads)
-                return output, (h_n, c_n)
-            except (TypeError, ValueError):
-                pass
+        """The checked path (the fast one is in __call__). `time_major` overrides batch_first (a
+        PackedSequence unpacks time-major)."""
+        batch_first = self._batch_first and not time_major
         if x.dtype is not self._dtype:
             self._check_input_dtype(x)
         config = self._config
@@ -347,6 +350,10 @@ class LSTM:
         if not (value.flags.c_contiguous and value.flags.aligned):
             value = np.array(value, order="C")  # a fresh array is contiguous and aligned
         return value
+
+
+def _numpy_pair(hx: Any) -> bool:
+    return type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray
 
 
 def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.ndarray:

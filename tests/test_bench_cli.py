@@ -89,6 +89,8 @@ def test_tiny_run_writes_table_with_expected_columns(tmp_path: Path, capsys: pyt
     assert fastlstm_result["calls"] == 3
     assert fastlstm_result["median_us"] > 0
     assert 0 < document["batch1_floor_us"][TINY_CONFIG] < fastlstm_result["median_us"]
+    assert 0 < document["empty_call_us"] < fastlstm_result["median_us"]
+    assert "floor + empty call (us)" in table_header(markdown, "config | one W_hh")
     if "torch" in case["engines"]:
         assert fastlstm_result["matches_reference"] is True
     assert document["sgemm_peak_samples"] == 1  # one config, one sample after it
@@ -223,6 +225,42 @@ def test_speedup_chart_is_drawn(tmp_path: Path) -> None:
     assert report.plot_speedups(run, tmp_path / "speedup.png") is None
     assert (tmp_path / "speedup.png").stat().st_size > 0
     assert "0.25 (4.0x faster)" in report.results_table(run)
+
+
+def test_floor_table_adds_the_empty_call_to_the_floor() -> None:
+    config = CONFIGS_BY_NAME["stream-step-h128"]
+
+    def result(engine: str, median_us: float) -> EngineResult:
+        timing = TimingSummary(median_us=median_us, p90_us=median_us, min_us=median_us, mean_us=median_us, calls=1)
+        return EngineResult(engine=engine, detail="", timing=timing, max_abs_error=0.0)
+
+    case = CaseResult(
+        config=config,
+        engines={"fastlstm": result("fastlstm", 8.0), "torch": result("torch", 200.0), "ort": result("ort", 30.0)},
+        rounds=1,
+        warmup_rounds=1,
+        notes=[],
+    )
+    run = report.BenchRun(
+        cases=[case],
+        settings=SuiteSettings(engines=("fastlstm", "torch", "ort")),
+        machine={"cpu": "test CPU", "isa": "test", "logical_cpus": 1, "versions": {}},
+        command="fastlstm bench",
+        date="today",
+        timer_floor_ns=0.0,
+        floors_us={config.name: 4.0},
+        whh_read_us={config.name: 2.5},
+        empty_call_us=2.0,
+    )
+    table = report.floor_table(run)
+    assert table is not None
+    header, _rule, row = table.splitlines()
+    cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|")))
+    cells = {key.strip(): value.strip() for key, value in cells.items()}
+    assert cells["floor/ORT (best fastlstm/ORT)"] == "0.13"  # 4 / 30
+    assert cells["floor + empty call (us)"] == "6.00"
+    assert cells["(floor + empty call)/ORT"] == "0.20"  # (4 + 2) / 30
+    assert "empty call (LSTM(1, 1)" in report.render_markdown(run)
 
 
 # ------------------------------------------------------------------ bench threads / concurrency / stream

@@ -181,6 +181,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     if any(case.engines for case in cases):
         progress("measuring cache read rates ...")
     floors_us, whh_read_us = machine.measure_batch1_floors(cases, sgemm_peak.best)
+    empty_call_us = machine.measure_empty_call_us() if floors_us and "fastlstm" in settings.engines else None
     run = report.BenchRun(
         cases=cases,
         settings=settings,
@@ -192,6 +193,7 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
         sgemm_peak_samples=sgemm_peak.samples,
         floors_us=floors_us,
         whh_read_us=whh_read_us,
+        empty_call_us=empty_call_us,
     )
     written = report.write_outputs(run, args.out_dir, chart=not args.no_chart)
     print(report.render_markdown(run))

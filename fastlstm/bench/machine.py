@@ -176,6 +176,25 @@ def measure_batch1_floors(
     return floors, reads
 
 
+def measure_empty_call_us() -> Optional[float]:
+    """Microseconds of fastlstm's smallest call, `LSTM(1, 1)` on one step of batch 1 at one thread,
+    timed as the suite times its calls: the fixed cost of a call (Python, the checks, the output
+    arrays) with next to no arithmetic. The lowest of 5 medians of 4,000 calls: like the read floor
+    (the best of 15 batches), a best case, since a neighbour on a shared host can halve a core's
+    speed for seconds. None when fastlstm cannot be imported."""
+    import numpy as np
+
+    from fastlstm.bench.timing import measure_call_ns
+
+    try:
+        import fastlstm
+    except ImportError:
+        return None
+    model = fastlstm.LSTM(1, 1, seed=0)
+    x = np.zeros((1, 1, 1), np.float32)
+    return min(measure_call_ns(lambda: model(x, num_threads=1), calls=4_000) for _ in range(5)) / 1e3
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask): fastlstm's default thread count is this."""
     try:

@@ -43,6 +43,8 @@ class BenchRun:
     # metrics.batch1_floor_microseconds), and the measured read time of one W_hh behind it.
     floors_us: Dict[str, float] = dataclasses.field(default_factory=dict)
     whh_read_us: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # fastlstm's smallest call (machine.measure_empty_call_us): no call beats its floor plus this.
+    empty_call_us: Optional[float] = None
 
 
 def time_ratio(case: CaseResult, engine: str, baseline: str) -> Optional[float]:
@@ -151,12 +153,29 @@ def floor_table(run: BenchRun) -> Optional[str]:
         for name in COMPARED_ENGINES:
             result = case.engines.get(name)
             row.append(f"{floor / result.timing.median_us:.2f}" if result else MISSING)
+        if run.empty_call_us is not None:
+            ort = case.engines.get("ort")
+            row.append(format_us(floor + run.empty_call_us))
+            row.append(f"{(floor + run.empty_call_us) / ort.timing.median_us:.2f}" if ort else MISSING)
         rows.append(row)
     if not rows:
         return None
     header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)", "fastlstm/floor", "torch/floor"]
     header += ["ORT/floor", "floor/torch (best fastlstm/torch)", "floor/ORT (best fastlstm/ORT)"]
+    if run.empty_call_us is not None:
+        header += ["floor + empty call (us)", "(floor + empty call)/ORT"]
     return markdown_table(header, rows)
+
+
+def empty_call_text(run: BenchRun) -> str:
+    if run.empty_call_us is None:
+        return ""
+    return (
+        f" fastlstm's empty call (LSTM(1, 1), one step of batch 1, timed the same way) took "
+        f"{format_us(run.empty_call_us)} us: Python, the argument checks and the output arrays. A fastlstm call "
+        "pays that on top of its floor, so (floor + empty call)/ORT is the lowest fastlstm/ORT ratio it can "
+        "reach with that overhead."
+    )
 
 
 def gemm_table(run: BenchRun) -> Optional[str]:
@@ -284,7 +303,7 @@ def render_markdown(run: BenchRun) -> str:
             "input projection's FLOPs at the sgemm peak (or one read of each W_ih, if that takes longer). Any exact fp32 implementation reads all of W_hh "
             "every step, so no engine can go below it without overlapping the two (the recurrent FLOPs, "
             "gate math and call overhead are not even counted). floor/X is the lowest fastlstm/X ratio "
-            "reachable on this machine.",
+            "reachable on this machine." + empty_call_text(run),
             "",
             floors,
         ]
@@ -353,6 +372,7 @@ def render_json(run: BenchRun) -> str:
         "sgemm_peak_samples": run.sgemm_peak_samples,
         "batch1_floor_us": run.floors_us,
         "whh_read_us": run.whh_read_us,
+        "empty_call_us": run.empty_call_us,
         "timer_floor_ns": run.timer_floor_ns,
         "cases": [case_json(case) for case in run.cases],
         "notes": all_notes(run),

@@ -165,11 +165,16 @@ def time_interleaved(
     )
 
 
+def measure_call_ns(call: Callable[[], object], calls: int = 20_000) -> float:
+    """Median nanoseconds of one call, timed as the suite times its calls (clock reads included)."""
+    samples: List[List[int]] = [[]]
+    _run_rounds([call], calls, 0, samples)
+    return float(np.median(samples[0]))
+
+
 def measure_timer_floor_ns(calls: int = 20_000) -> float:
     """Median time the harness itself adds to one timed call (clock reads + an empty call).
 
     Quoted next to the results so sub-10-us numbers can be read with their floor in mind.
     """
-    samples: List[List[int]] = [[]]
-    _run_rounds([lambda: None], calls, 0, samples)
-    return float(np.median(samples[0]))
+    return measure_call_ns(lambda: None, calls)
