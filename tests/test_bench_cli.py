@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -199,9 +199,9 @@ def test_config_selection() -> None:
         select_configs("smal")
 
 
-def test_speedup_chart_is_drawn(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
-    config = CONFIGS_BY_NAME[TINY_CONFIG]
+def one_case_run(config_name: str, medians_us: Dict[str, float], **run_fields: Any) -> report.BenchRun:
+    """A BenchRun of one case whose engines took these median microseconds, for the report's tables."""
+    config = CONFIGS_BY_NAME[config_name]
 
     def result(engine: str, median_us: float) -> EngineResult:
         timing = TimingSummary(median_us=median_us, p90_us=median_us, min_us=median_us, mean_us=median_us, calls=1)
@@ -209,54 +209,43 @@ def test_speedup_chart_is_drawn(tmp_path: Path) -> None:
 
     case = CaseResult(
         config=config,
-        engines={"fastlstm": result("fastlstm", 10.0), "torch": result("torch", 40.0), "ort": result("ort", 20.0)},
+        engines={engine: result(engine, median) for engine, median in medians_us.items()},
         rounds=1,
         warmup_rounds=1,
         notes=[],
     )
-    run = report.BenchRun(
+    return report.BenchRun(
         cases=[case],
-        settings=SuiteSettings(engines=("fastlstm", "torch", "ort")),
+        settings=SuiteSettings(engines=tuple(medians_us)),
         machine={"cpu": "test CPU", "isa": "test", "logical_cpus": 1, "versions": {}},
         command="fastlstm bench",
         date="today",
         timer_floor_ns=0.0,
+        **run_fields,
     )
+
+
+def test_speedup_chart_is_drawn(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run = one_case_run(TINY_CONFIG, {"fastlstm": 10.0, "torch": 40.0, "ort": 20.0})
     assert report.plot_speedups(run, tmp_path / "speedup.png") is None
     assert (tmp_path / "speedup.png").stat().st_size > 0
     assert "0.25 (4.0x faster)" in report.results_table(run)
 
 
 def test_floor_table_adds_the_empty_call_to_the_floor() -> None:
-    config = CONFIGS_BY_NAME["stream-step-h128"]
-
-    def result(engine: str, median_us: float) -> EngineResult:
-        timing = TimingSummary(median_us=median_us, p90_us=median_us, min_us=median_us, mean_us=median_us, calls=1)
-        return EngineResult(engine=engine, detail="", timing=timing, max_abs_error=0.0)
-
-    case = CaseResult(
-        config=config,
-        engines={"fastlstm": result("fastlstm", 8.0), "torch": result("torch", 200.0), "ort": result("ort", 30.0)},
-        rounds=1,
-        warmup_rounds=1,
-        notes=[],
-    )
-    run = report.BenchRun(
-        cases=[case],
-        settings=SuiteSettings(engines=("fastlstm", "torch", "ort")),
-        machine={"cpu": "test CPU", "isa": "test", "logical_cpus": 1, "versions": {}},
-        command="fastlstm bench",
-        date="today",
-        timer_floor_ns=0.0,
-        floors_us={config.name: 4.0},
-        whh_read_us={config.name: 2.5},
+    name = "stream-step-h128"
+    run = one_case_run(
+        name,
+        {"fastlstm": 8.0, "torch": 200.0, "ort": 30.0},
+        floors_us={name: 4.0},
+        whh_read_us={name: 2.5},
         empty_call_us=2.0,
     )
     table = report.floor_table(run)
     assert table is not None
     header, _rule, row = table.splitlines()
-    cells = dict(zip(header.strip("|").split("|"), row.strip("|").split("|")))
-    cells = {key.strip(): value.strip() for key, value in cells.items()}
+    cells = {key.strip(): value.strip() for key, value in zip(header.strip("|").split("|"), row.strip("|").split("|"))}
     assert cells["floor/ORT (best fastlstm/ORT)"] == "0.13"  # 4 / 30
     assert cells["floor + empty call (us)"] == "6.00"
     assert cells["(floor + empty call)/ORT"] == "0.20"  # (4 + 2) / 30
