@@ -194,7 +194,7 @@ def valid_calls(draw):
 @PROPERTY_SETTINGS
 @given(call=valid_calls())
 def test_random_valid_calls_match_torch(call):
-    config, batch, steps, lengths = call["config"], call["batch"], call["steps"], call["lengths"]
+    config, steps, lengths = call["config"], call["steps"], call["lengths"]
     dtype = config["dtype"]
     module, model = build_pair(config)
     x, hx = call_inputs(call)
@@ -258,8 +258,7 @@ def chunked_calls(draw):
 @PROPERTY_SETTINGS
 @given(call=chunked_calls())
 def test_chunked_equals_one_shot(call):
-    config, batch, steps = call["config"], call["batch"], call["steps"]
-    dtype = config["dtype"]
+    config, batch = call["config"], call["batch"]
     _, model = build_pair(config)
     time_axis = 1 if (batch is not None and config["batch_first"]) else 0
     x, hx = call_inputs(call)
