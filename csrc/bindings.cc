@@ -214,8 +214,7 @@ class PyPackedLstm {
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
-    if (!out.is_none() || !h_n.is_none() || !c_n.is_none()) check_no_overlap(x, arrays);
-    return run(req, arrays, num_threads, !out.is_none() && !h_n.is_none() && !c_n.is_none());
+    return run(x, req, arrays, out, h_n, c_n, num_threads);
   }
 
   // One time step of (batch, input_size) or unbatched (input_size,) input, with states shaped as
@@ -249,8 +248,7 @@ class PyPackedLstm {
     bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_b = width;
-    if (!out.is_none() || !h_n.is_none() || !c_n.is_none()) check_no_overlap(x, arrays);
-    return run(req, arrays, num_threads, !out.is_none() && !h_n.is_none() && !c_n.is_none());
+    return run(x, req, arrays, out, h_n, c_n, num_threads);
   }
 
  private:
@@ -259,8 +257,7 @@ class PyPackedLstm {
     py::object h0, c0, lengths, out, h_n, c_n;  // null until bound (no empty-array allocations)
   };
 
-  // Outputs written while inputs are still being read would corrupt the result (only caller-given
-  // outputs can overlap anything: fresh ones are new memory). The one aliasing
+  // Outputs written while inputs are still being read would corrupt the result. The one aliasing
   // allowed is h_n onto h0 and c_n onto c0 exactly (a stream's state updated in place): a layer's
   // initial state is read before its final state is written, and layers use disjoint rows.
   static void check_no_overlap(const py::array& x, const Arrays& arrays) {
@@ -318,14 +315,18 @@ class PyPackedLstm {
     arrays.c_n = std::move(c_n_array);
   }
 
-  // (output, h_n, c_n); None when the caller gave all three (the streaming path needs no tuple).
-  py::object run(const ForwardRequest<T>& req, const Arrays& arrays, int num_threads, bool all_given) const {
+  // Checks what the caller gave (out, h_n, c_n as given, None for fresh arrays), then computes.
+  // Returns (output, h_n, c_n); None when the caller gave all three (the streaming path needs no tuple).
+  py::object run(const py::array& x, const ForwardRequest<T>& req, const Arrays& arrays, const py::object& out,
+                 const py::object& h_n, const py::object& c_n, int num_threads) const {
+    // Fresh outputs are new memory and cannot overlap anything; caller-given ones are checked.
+    if (!out.is_none() || !h_n.is_none() || !c_n.is_none()) check_no_overlap(x, arrays);
     if (num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0: the default), got " + std::to_string(num_threads));
     {
       py::gil_scoped_release release;
       lstm_.forward(req, num_threads);
     }
-    if (all_given) return py::none();
+    if (!out.is_none() && !h_n.is_none() && !c_n.is_none()) return py::none();
     return py::make_tuple(arrays.out, arrays.h_n, arrays.c_n);
   }
 
