@@ -135,6 +135,23 @@ void require_array(const py::array& a, const char* name, const Shape& shape) {
   if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
 }
 
+// A thread count given from Python: an int (or anything with __index__, as numpy's integers) in
+// [minimum, ThreadPool::kMaxThreads]. Taken as an object so that a float, None or 2**31 gets a
+// message naming the argument rather than pybind11's list of overloads.
+int thread_count(const py::handle& value, const char* name, int minimum) {
+  if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
+    throw py::type_error(std::string(name) + " must be an int, got " +
+                         std::string(py::str(py::type::of(value).attr("__name__"))));
+  const Py_ssize_t n = PyNumber_AsSsize_t(value.ptr(), nullptr);  // saturates instead of overflowing
+  if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  if (n < minimum || n > ThreadPool::kMaxThreads)
+    throw std::invalid_argument(std::string(name) + " must lie in [" + std::to_string(minimum) + ", " +
+                                std::to_string(ThreadPool::kMaxThreads) + "]" +
+                                (minimum == 0 ? " (0: the default from set_num_threads)" : "") + ", got " +
+                                std::string(py::str(value)));
+  return static_cast<int>(n);
+}
+
 LstmDims make_dims(int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bias, bool bidirectional,
                    int64_t proj_size) {
   // Far above any real LSTM, low enough that every size product below fits in int64 with room.
@@ -171,7 +188,7 @@ class PyPackedLstm {
 
   py::object forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
                     const py::object& lengths, const py::object& out, const py::object& h_n,
-                    const py::object& c_n, int num_threads) const {
+                    const py::object& c_n, const py::object& num_threads) const {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
@@ -201,12 +218,16 @@ class PyPackedLstm {
     if (!lengths.is_none()) {
       py::array array = as_array(lengths, "lengths");
       require_array<int64_t>(array, "lengths", {batch});
-      req.lengths = static_cast<const int64_t*>(array.data());
-      arrays.lengths = std::move(array);
+      // A private copy, validated: the caller's array stays writable by its other threads while
+      // the GIL is released, and the kernels index with these values.
+      const auto* given = static_cast<const int64_t*>(array.data());
+      arrays.length_copy.assign(given, given + batch);
       for (int64_t b = 0; b < batch; ++b)
-        if (req.lengths[b] < 1 || req.lengths[b] > steps)
+        if (arrays.length_copy[b] < 1 || arrays.length_copy[b] > steps)
           throw std::invalid_argument("lengths must lie in [1, " + std::to_string(steps) + "], got " +
-                                      std::to_string(req.lengths[b]) + " at index " + std::to_string(b));
+                                      std::to_string(arrays.length_copy[b]) + " at index " + std::to_string(b));
+      req.lengths = arrays.length_copy.data();
+      arrays.lengths = std::move(array);
     }
 
     const int64_t width = dims.num_directions() * dims.output_size();
@@ -220,7 +241,7 @@ class PyPackedLstm {
   // One time step of (batch, input_size) or unbatched (input_size,) input, with states shaped as
   // nn.LSTM's hx (2-D when unbatched) and optional caller-owned outputs: the streaming fast path.
   py::object step(const py::array& x, const py::object& h0, const py::object& c0, const py::object& out,
-                 const py::object& h_n, const py::object& c_n, int num_threads) const {
+                 const py::object& h_n, const py::object& c_n, const py::object& num_threads) const {
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 1 && x.ndim() != 2)
@@ -255,6 +276,7 @@ class PyPackedLstm {
   // Arrays a call keeps alive while the kernels use their memory.
   struct Arrays {
     py::object h0, c0, lengths, out, h_n, c_n;  // null until bound (no empty-array allocations)
+    std::vector<int64_t> length_copy;           // what the kernels read of `lengths`
   };
 
   // Outputs written while inputs are still being read would corrupt the result. The one aliasing
@@ -318,13 +340,13 @@ class PyPackedLstm {
   // Checks what the caller gave (out, h_n, c_n as given, None for fresh arrays), then computes.
   // Returns (output, h_n, c_n); None when the caller gave all three (the streaming path needs no tuple).
   py::object run(const py::array& x, const ForwardRequest<T>& req, const Arrays& arrays, const py::object& out,
-                 const py::object& h_n, const py::object& c_n, int num_threads) const {
+                 const py::object& h_n, const py::object& c_n, const py::object& num_threads) const {
     // Fresh outputs are new memory and cannot overlap anything; caller-given ones are checked.
     if (!out.is_none() || !h_n.is_none() || !c_n.is_none()) check_no_overlap(x, arrays);
-    if (num_threads < 0) throw std::invalid_argument("num_threads must be >= 0 (0: the default), got " + std::to_string(num_threads));
+    const int threads = thread_count(num_threads, "num_threads", 0);
     {
       py::gil_scoped_release release;
-      lstm_.forward(req, num_threads);
+      lstm_.forward(req, threads);
     }
     if (!out.is_none() && !h_n.is_none() && !c_n.is_none()) return py::none();
     return py::make_tuple(arrays.out, arrays.h_n, arrays.c_n);
@@ -382,11 +404,11 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("weights"))
       .def("forward", &PyPackedLstm<T>::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
            py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
-           py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
+           py::arg("c_n") = py::none(), py::arg("num_threads") = py::int_(0),
            "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
            "written into out/h_n/c_n when given (None when all three are given).")
       .def("step", &PyPackedLstm<T>::step, py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("out") = py::none(),
-           py::arg("h_n") = py::none(), py::arg("c_n") = py::none(), py::arg("num_threads") = 0,
+           py::arg("h_n") = py::none(), py::arg("c_n") = py::none(), py::arg("num_threads") = py::int_(0),
            "One time step of (batch, input_size) or (input_size,) input. Returns (output, h_n, c_n), or None "
            "when out, h_n and c_n are all given.");
 }
@@ -401,16 +423,28 @@ PYBIND11_MODULE(_core, m) {
   bind_packed_lstm<double>(m, "PackedLstmF64");
   m.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); },
         "Threads one forward call may use by default, the caller's included.");
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw std::invalid_argument("num_threads must be at least 1, got " + std::to_string(n));
-    ThreadPool::instance().set_num_threads(n);
+  m.def("set_num_threads", [](const py::object& n) {
+    ThreadPool::instance().set_num_threads(thread_count(n, "num_threads", 1));
   }, py::arg("n"), "Set the default number of threads per forward call.");
+  m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
+  m.def("get_workspace_limit", &workspace_limit, "Scratch bytes a thread keeps between calls, per dtype.");
+  m.def("set_workspace_limit", [](const py::object& bytes) {
+    if (PyBool_Check(bytes.ptr()) || !PyIndex_Check(bytes.ptr()))
+      throw py::type_error("workspace limit must be an int (bytes), got " +
+                           std::string(py::str(py::type::of(bytes).attr("__name__"))));
+    const Py_ssize_t n = PyNumber_AsSsize_t(bytes.ptr(), nullptr);
+    if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (n < 0) throw std::invalid_argument("workspace limit must be >= 0 bytes, got " + std::to_string(n));
+    set_workspace_limit(n);
+  }, py::arg("bytes"), "Set the scratch bytes a thread keeps between calls, per dtype.");
   m.def("supported_isas", [] {
     std::vector<std::string> names;
     for (Isa isa : supported_isas()) names.push_back(isa_name(isa));
     return names;
   }, "Instruction sets this CPU supports, ascending.");
-  m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "The kernel set in use.");
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "The kernel set selected.");
+  m.def("kernel_isas", [] { return py::make_tuple(active_kernels<float>().isa, active_kernels<double>().isa); },
+        "The ISA each active kernel table (float32, float64) was built for, as the tables themselves say.");
   m.def("set_active_isa", &set_active_isa, py::arg("name"), "Use the kernels for this instruction set.");
   m.def("measure_read_seconds", [](int64_t bytes, int passes, int repeats) {
     if (bytes < 1 || bytes > (int64_t(1) << 30))

@@ -1,6 +1,7 @@
 #include "lstm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -21,9 +22,10 @@ constexpr int64_t kFusedStepMaxRows = 4;
 // of 2.8); the accumulators need not stay in cache, as each step then reads only its own row.
 constexpr int64_t kChunkBytes = 1024 * 1024;
 
-// A call's work is split across threads only when a step is big enough to pay for a sync
-// (~0.1-0.3 us between cores).
-constexpr int64_t kMinSplitStepMacs = int64_t(1) << 17;
+// A step's hidden units are shared among threads only when each member's share is big enough to
+// pay for the sync that ends every step (~0.1-0.3 us between cores): about half a microsecond of
+// FMAs per member.
+constexpr int64_t kMinMemberStepMacs = int64_t(1) << 16;
 // With this many rows per thread, threads take whole sequences (no per-step sync) rather than
 // sharing each step's hidden units. Measured on `medium`'s network at 2 threads: hidden split wins
 // up to batch 5 (batch 4: 4.0 vs 4.6-5.7 ms), ties at 6-7, and rows win from 8 (7.6 vs 8.3 ms).
@@ -44,20 +46,55 @@ struct DirectionScratch {
   AlignedBuffer<T> z, c, h_raw, proj_acc;
 };
 
+template <typename T>
+std::size_t bytes_of(const AlignedBuffer<T>& buffer) {
+  return buffer.size() * sizeof(T);
+}
+
+template <typename V>
+std::size_t bytes_of(const std::vector<V>& vector) {
+  return vector.capacity() * sizeof(V);
+}
+
 // Scratch memory of the forward pass, kept per calling thread and grown to its high-water mark,
 // so that repeated calls (a service's steady state, a stream of single steps) allocate nothing.
+// A call that needed more than the workspace limit gives it back when it ends: one huge call must
+// not leave every service thread that ever made one holding gigabytes.
 template <typename T>
 struct Workspace {
   std::vector<int64_t> order, length, active;
   AlignedBuffer<T> layer_out[2], zeros;
   DirectionScratch<T> directions[2];
   std::vector<MemberScratch<T>> members;
+  PhaseSync sync;  // shares out each phase's chunks among the team of a call from this thread
 
   static Workspace& for_this_thread() {
     thread_local Workspace workspace;
     return workspace;
   }
+
+  std::size_t bytes() const {
+    std::size_t total = bytes_of(order) + bytes_of(length) + bytes_of(active) + bytes_of(layer_out[0]) +
+                        bytes_of(layer_out[1]) + bytes_of(zeros) + bytes_of(members);
+    for (const DirectionScratch<T>& d : directions)
+      total += bytes_of(d.z) + bytes_of(d.c) + bytes_of(d.h_raw) + bytes_of(d.proj_acc);
+    for (const MemberScratch<T>& m : members)
+      total += bytes_of(m.a_pack) + bytes_of(m.a_rows) + bytes_of(m.h_rows) + bytes_of(m.z_rows) + bytes_of(m.out_rows);
+    return total;
+  }
+
+  void release() {
+    order = {};
+    length = {};
+    active = {};
+    for (AlignedBuffer<T>& buffer : layer_out) buffer = AlignedBuffer<T>();
+    zeros = AlignedBuffer<T>();
+    for (DirectionScratch<T>& d : directions) d = DirectionScratch<T>();
+    std::vector<MemberScratch<T>>().swap(members);
+  }
 };
+
+std::atomic<int64_t> g_workspace_limit{kDefaultWorkspaceLimit};
 
 template <typename T>
 void grow(AlignedBuffer<T>& buffer, int64_t count) {
@@ -126,7 +163,8 @@ class PackedLstm<T>::Pass {
         ws_(Workspace<T>::for_this_thread()),
         order_(ws_.order),
         length_(ws_.length),
-        active_(ws_.active) {
+        active_(ws_.active),
+        sync_(ws_.sync) {
     steps_ = req_.seq_len;
     batch_ = req_.batch;
     h_out_ = dims_.output_size();
@@ -134,6 +172,8 @@ class PackedLstm<T>::Pass {
     gate_row_ = kGates * model.hidden_padded_;
     sort_batch_by_length();
     team_size_ = choose_team_size(threads);
+    // A member of a row split runs only its own rows; every other member sees them all.
+    const int64_t member_batch = split_rows_ ? (batch_ + team_size_ - 1) / team_size_ : batch_;
 
     // Chunks of equal length: a short last chunk would stream all of W_ih for a few rows.
     const int64_t max_chunk_steps =
@@ -156,13 +196,15 @@ class PackedLstm<T>::Pass {
     }
     grow(ws_.members, team_size_);
     const int64_t widest_input = std::max(dims_.input_size, row_width_);
+    const int64_t member_chunk_rows = chunk_steps_ * member_batch;
     for (int m = 0; m < team_size_; ++m) {
       MemberScratch<T>& member = ws_.members[m];
-      grow(member.a_pack, std::max(chunk_rows * widest_input, batch_ * std::max(h_out_, dims_.hidden_size)));
-      grow(member.a_rows, chunk_rows);
-      grow(member.z_rows, chunk_rows);
-      grow(member.h_rows, batch_);
-      grow(member.out_rows, batch_);
+      grow(member.a_pack,
+           std::max(member_chunk_rows * widest_input, member_batch * std::max(h_out_, dims_.hidden_size)));
+      grow(member.a_rows, member_chunk_rows);
+      grow(member.z_rows, member_chunk_rows);
+      grow(member.h_rows, member_batch);
+      grow(member.out_rows, member_batch);
     }
   }
 
@@ -184,14 +226,15 @@ class PackedLstm<T>::Pass {
     return size;
   }
 
+  // Any thread count works: a row split gives each member at least kMinRowsPerThread rows, a
+  // hidden-unit split at least one panel and kMinMemberStepMacs of each step.
   int worthwhile_team_size(int threads) const {
     const int64_t H = dims_.hidden_size;
     if (threads <= 1 || batch_ == 0) return 1;
     if (batch_ >= 2 * kMinRowsPerThread) return static_cast<int>(std::min<int64_t>(threads, batch_ / kMinRowsPerThread));
     const int64_t panels = model_.hidden_padded_ / kPanelWidth<T>;
     const int64_t step_macs = batch_ * 4 * H * h_out_;
-    if (step_macs < kMinSplitStepMacs || panels < 2) return 1;
-    return static_cast<int>(std::min<int64_t>({threads, panels, 8}));
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, panels, step_macs / kMinMemberStepMacs})));
   }
 
   // Every member runs the same sequence of phases; whichever members are present share each
@@ -224,7 +267,9 @@ class PackedLstm<T>::Pass {
     if (req_.lengths != nullptr) {
       std::stable_sort(order_.begin(), order_.end(),
                        [&](int64_t a, int64_t b) { return req_.lengths[a] > req_.lengths[b]; });
-      for (int64_t s = 0; s < batch_; ++s) length_[s] = req_.lengths[order_[s]];
+      // Clamped although the bindings validated them: an index out of [1, steps] must never
+      // become an out-of-bounds read, whatever the caller passed.
+      for (int64_t s = 0; s < batch_; ++s) length_[s] = std::clamp<int64_t>(req_.lengths[order_[s]], 1, steps_);
     }
     active_.assign(steps_, 0);
     for (int64_t t = 0; t < steps_; ++t)
@@ -468,16 +513,25 @@ class PackedLstm<T>::Pass {
   int64_t steps_ = 0, batch_ = 0, h_out_ = 0, row_width_ = 0, gate_row_ = 0, chunk_steps_ = 1;
   int team_size_ = 1;        // chunks per phase, and the most threads that may share them
   bool split_rows_ = false;  // members take batch rows rather than hidden units
-  PhaseSync sync_;           // shares out each phase's chunks among the team
+  PhaseSync& sync_;          // shares out each phase's chunks among the team (ws_.sync)
 };
 
 template <typename T>
 void PackedLstm<T>::forward(const ForwardRequest<T>& request, int threads) const {
   if (request.batch == 0 || request.seq_len == 0) return;
   if (threads <= 0) threads = ThreadPool::instance().num_threads();
-  Pass pass(*this, request, threads);
-  pass.run();
+  {
+    Pass pass(*this, request, threads);
+    pass.run();
+  }
+  Workspace<T>& workspace = Workspace<T>::for_this_thread();
+  if (workspace.bytes() > static_cast<std::size_t>(g_workspace_limit.load(std::memory_order_relaxed)))
+    workspace.release();
 }
+
+void set_workspace_limit(int64_t bytes) { g_workspace_limit.store(std::max<int64_t>(0, bytes), std::memory_order_relaxed); }
+
+int64_t workspace_limit() { return g_workspace_limit.load(std::memory_order_relaxed); }
 
 template class PackedLstm<float>;
 template class PackedLstm<double>;

@@ -50,6 +50,13 @@ class PackedLstm {
   std::vector<DirectionWeights> directions_;  // index layer * num_directions + direction
 };
 
+// Scratch memory a calling thread keeps between calls (per dtype), so that steady-state calls
+// allocate nothing. A call whose scratch ends up larger than this gives all of it back when it
+// returns; the next call allocates afresh.
+constexpr int64_t kDefaultWorkspaceLimit = int64_t(64) << 20;
+void set_workspace_limit(int64_t bytes);
+int64_t workspace_limit();
+
 extern template class PackedLstm<float>;
 extern template class PackedLstm<double>;
 

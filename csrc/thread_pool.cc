@@ -36,9 +36,9 @@ ThreadPool& ThreadPool::instance() {
   return *g_pool.load(std::memory_order_acquire);
 }
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {}
+ThreadPool::ThreadPool(int num_threads) : num_threads_(std::clamp(num_threads, 1, kMaxThreads)) {}
 
-void ThreadPool::set_num_threads(int n) { num_threads_.store(std::max(1, n), std::memory_order_relaxed); }
+void ThreadPool::set_num_threads(int n) { num_threads_.store(std::clamp(n, 1, kMaxThreads), std::memory_order_relaxed); }
 
 void ThreadPool::ensure_workers(int count) {
   while (static_cast<int>(workers_.size()) < count) {
@@ -89,6 +89,7 @@ bool ThreadPool::run(int max_members, const std::function<void(int)>& job) {
     job(0);  // the job's phases give every chunk to whoever claims it: here, the caller alone
     return true;
   }
+  max_members = std::min(max_members, kMaxThreads);
   ensure_workers(max_members - 1);
   uint64_t generation;
   {

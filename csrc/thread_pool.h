@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -45,12 +46,21 @@ void spin_until(Done done) {
 // solo: from then on the other members claim nothing, and the caller runs the rest alone.
 class PhaseSync {
  public:
-  static constexpr int kMaxChunks = 8;
   static constexpr std::chrono::nanoseconds kPreemptedWait{std::chrono::microseconds(200)};
 
-  void reset(int chunks) {  // only while no member runs
+  PhaseSync() = default;
+  PhaseSync(const PhaseSync&) = delete;
+  PhaseSync& operator=(const PhaseSync&) = delete;
+
+  // Only while no member runs. The claims grow to the largest team seen and are then reused, so a
+  // steady stream of calls allocates nothing.
+  void reset(int chunks) {
+    if (chunks > capacity_) {
+      claims_.reset(new Claim[chunks]);
+      capacity_ = chunks;
+    }
     chunks_ = chunks;
-    for (auto& claim : claims_) claim.phase.store(0, std::memory_order_relaxed);
+    for (int i = 0; i < chunks_; ++i) claims_[i].phase.store(0, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     solo_.store(false, std::memory_order_relaxed);
   }
@@ -87,7 +97,8 @@ class PhaseSync {
     std::atomic<uint64_t> phase{0};  // the last phase this chunk was claimed for
   };
   int chunks_ = 1;
-  Claim claims_[kMaxChunks];
+  int capacity_ = 0;
+  std::unique_ptr<Claim[]> claims_;  // one per chunk, each on its own cache line
   alignas(64) std::atomic<uint64_t> done_{0};  // chunks completed over all phases
   std::atomic<bool> solo_{false};
 };
@@ -96,9 +107,14 @@ class ThreadPool {
  public:
   static ThreadPool& instance();
 
-  // Threads one call may use, the caller's included. Default: the CPUs this process may run on.
+  // The most threads one call may use, the caller's included: far above today's largest servers,
+  // low enough that a typo (2**31) is an error rather than an attempt to start that many threads.
+  static constexpr int kMaxThreads = 1024;
+
+  // Threads one call may use, the caller's included. Default: the CPUs this process may run on
+  // (at most kMaxThreads).
   int num_threads() const { return num_threads_.load(std::memory_order_relaxed); }
-  void set_num_threads(int n);
+  void set_num_threads(int n);  // clamped to [1, kMaxThreads]; callers validate first
 
   // Runs job(member) on the caller (member 0) and on up to max_members - 1 workers, each joining
   // whenever it gets a core, until the caller has finished; returns when every member has. A job

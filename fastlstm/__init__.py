@@ -11,9 +11,29 @@ from . import _core
 from ._cell import LSTMCell
 from ._config import LSTMConfig
 from ._model import LSTM, load
-from ._system import cpu_info, get_num_threads, set_isa, set_num_threads
+from ._system import (
+    MAX_THREADS,
+    cpu_info,
+    get_num_threads,
+    get_workspace_limit,
+    set_isa,
+    set_num_threads,
+    set_workspace_limit,
+)
 
-__all__ = ["LSTM", "LSTMCell", "LSTMConfig", "load", "cpu_info", "set_isa", "get_num_threads", "set_num_threads"]
+__all__ = [
+    "LSTM",
+    "LSTMCell",
+    "LSTMConfig",
+    "load",
+    "cpu_info",
+    "set_isa",
+    "get_num_threads",
+    "set_num_threads",
+    "MAX_THREADS",
+    "get_workspace_limit",
+    "set_workspace_limit",
+]
 __version__ = "0.1.0"
 
 if _os.environ.get("FASTLSTM_ISA"):

@@ -20,8 +20,12 @@ def _cpu_model() -> str:
 
 
 def cpu_info() -> Dict[str, Union[str, List[str]]]:
-    """The CPU model, the instruction sets it supports, and the kernel set in use ("isa")."""
-    return {"cpu": _cpu_model(), "isa": _core.active_isa(), "supported_isas": list(_core.supported_isas())}
+    """The CPU model, the instruction sets it supports, and the kernel set in use ("isa"), as the
+    active kernel tables themselves report it."""
+    float32_isa, float64_isa = _core.kernel_isas()
+    if float32_isa != float64_isa:  # one switch selects both; anything else is a build defect
+        raise RuntimeError(f"the float32 kernels are {float32_isa!r} but the float64 ones {float64_isa!r}")
+    return {"cpu": _cpu_model(), "isa": float32_isa, "supported_isas": list(_core.supported_isas())}
 
 
 def set_isa(name: str) -> None:
@@ -40,11 +44,27 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
+MAX_THREADS: int = _core.MAX_THREADS
+
+
 def set_num_threads(n: int) -> None:
-    """Let each forward call use up to `n` threads (the caller's included). The workers persist
-    between calls. Work too small to gain from a split runs on the calling thread anyway, and a call
-    that finds the workers busy with another call runs alone, so concurrent callers never
-    oversubscribe the cores. Per call: `model(x, num_threads=...)`."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_threads must be a positive int, got {n!r}")
+    """Let each forward call use up to `n` threads (the caller's included), 1 <= n <= MAX_THREADS
+    (1024). The workers persist between calls. Work too small to gain from a split runs on the
+    calling thread anyway, and a call that finds the workers busy with another call runs alone, so
+    concurrent callers never oversubscribe the cores. Per call: `model(x, num_threads=...)`.
+
+    Raises TypeError for a non-integer (numpy integers are accepted) and ValueError outside
+    [1, MAX_THREADS]."""
     _core.set_num_threads(n)
+
+
+def get_workspace_limit() -> int:
+    """Scratch bytes each calling thread keeps between calls, per dtype (default 64 MiB)."""
+    return int(_core.get_workspace_limit())
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Each thread that calls a model keeps the scratch memory of its largest call, so that later
+    calls allocate nothing. A call whose scratch exceeds `nbytes` gives all of it back when it
+    returns (and the next large call allocates again). 0 releases scratch after every call."""
+    _core.set_workspace_limit(nbytes)

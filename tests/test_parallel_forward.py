@@ -12,6 +12,9 @@ import fastlstm
 CONFIGS = [
     pytest.param(64, 256, 2, False, 0, 30, 1, id="hidden-units"),
     pytest.param(32, 256, 1, False, 64, 20, 1, id="hidden-units-proj"),
+    # Odd panel counts: 13 hidden and 3 projection panels (3 members), 33 hidden panels.
+    pytest.param(16, 200, 1, False, 40, 10, 7, id="hidden-units-odd-panels-proj"),
+    pytest.param(16, 520, 1, False, 0, 10, 1, id="hidden-units-33-panels"),
     pytest.param(48, 192, 2, True, 0, 25, 1, id="directions"),
     pytest.param(40, 160, 1, True, 0, 15, 8, id="batch-rows-from-8"),
     pytest.param(24, 48, 2, False, 0, 12, 40, id="batch-rows"),
@@ -20,7 +23,8 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("input_size, hidden, layers, bidirectional, proj, steps, batch", CONFIGS)
-@pytest.mark.parametrize("threads", [1, 2, 4])
+# Counts past 8 and up to MAX_THREADS run in child processes under a timeout (test_thread_counts.py).
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_threads_match_torch(input_size, hidden, layers, bidirectional, proj, steps, batch, threads):
     torch.manual_seed(0)
     net = torch.nn.LSTM(input_size, hidden, layers, bidirectional=bidirectional, proj_size=proj).eval()
@@ -65,17 +69,6 @@ def test_small_batches_split_by_hidden_units_match_each_row_alone(batch):
             steps = 12 if lengths is None else int(lengths[row])
             alone, _ = model(np.ascontiguousarray(x[:steps, row : row + 1]), num_threads=1)
             assert np.array_equal(output[:steps, row : row + 1], alone)
-
-
-def test_thread_settings():
-    before = fastlstm.get_num_threads()
-    try:
-        fastlstm.set_num_threads(1)
-        assert fastlstm.get_num_threads() == 1
-        with pytest.raises(ValueError, match="positive"):
-            fastlstm.set_num_threads(0)
-    finally:
-        fastlstm.set_num_threads(before)
 
 
 def test_exact_and_finishing_while_other_processes_hold_every_core():
