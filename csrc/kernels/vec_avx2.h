@@ -23,6 +23,9 @@ struct VecAvx2F32 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_ps(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }  // returns b when either is NaN
   static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static Reg abs(Reg a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  // |magnitude| with the sign of `sign`; magnitude must be non-negative.
+  static Reg copy_sign(Reg magnitude, Reg sign) { return _mm256_or_ps(magnitude, _mm256_and_ps(_mm256_set1_ps(-0.0f), sign)); }
   // p * 2^n, n an integer-valued float; `shifted` holds n + 127 in its low bits (ExpConstants).
   static Reg scale_by_pow2(Reg p, Reg /*n*/, Reg shifted) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(shifted), 23)));
@@ -48,6 +51,8 @@ struct VecAvx2F64 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm256_fnmadd_pd(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm256_min_pd(a, b); }
   static Reg max(Reg a, Reg b) { return _mm256_max_pd(a, b); }
+  static Reg abs(Reg a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+  static Reg copy_sign(Reg magnitude, Reg sign) { return _mm256_or_pd(magnitude, _mm256_and_pd(_mm256_set1_pd(-0.0), sign)); }
   // p * 2^n, n an integer-valued double; `shifted` holds n + 1023 in its low bits (ExpConstants).
   static Reg scale_by_pow2(Reg p, Reg /*n*/, Reg shifted) {
     return _mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(shifted), 52)));

@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "vec_exp.h"
 
 struct VecAvx512F32 {
@@ -23,6 +25,12 @@ struct VecAvx512F32 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_ps(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }  // returns b when either is NaN
   static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  // Bitwise through the integer views: AVX-512F has no float and/or (that is AVX-512DQ).
+  static Reg abs(Reg a) { return _mm512_abs_ps(a); }
+  static Reg copy_sign(Reg magnitude, Reg sign) {
+    const __m512i sign_bits = _mm512_and_epi32(_mm512_castps_si512(sign), _mm512_set1_epi32(INT32_MIN));
+    return _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(magnitude), sign_bits));
+  }
   static Reg scale_by_pow2(Reg p, Reg n, Reg /*shifted*/) { return _mm512_scalef_ps(p, n); }  // p * 2^n
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F32>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx512F32>(a); }
@@ -45,6 +53,11 @@ struct VecAvx512F64 {
   static Reg fnmadd(Reg a, Reg b, Reg c) { return _mm512_fnmadd_pd(a, b, c); }
   static Reg min(Reg a, Reg b) { return _mm512_min_pd(a, b); }
   static Reg max(Reg a, Reg b) { return _mm512_max_pd(a, b); }
+  static Reg abs(Reg a) { return _mm512_abs_pd(a); }
+  static Reg copy_sign(Reg magnitude, Reg sign) {
+    const __m512i sign_bits = _mm512_and_epi64(_mm512_castpd_si512(sign), _mm512_set1_epi64(INT64_MIN));
+    return _mm512_castsi512_pd(_mm512_or_epi64(_mm512_castpd_si512(magnitude), sign_bits));
+  }
   static Reg scale_by_pow2(Reg p, Reg n, Reg /*shifted*/) { return _mm512_scalef_pd(p, n); }  // p * 2^n
   static Reg sigmoid(Reg a) { return vec_sigmoid<VecAvx512F64>(a); }
   static Reg tanh(Reg a) { return vec_tanh<VecAvx512F64>(a); }

@@ -1,7 +1,8 @@
-// exp(x) for any Vec type: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then a
+// exp, expm1, sigmoid and tanh for any Vec type, the same formulas in every kernel set (the
+// portable one included). Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, then a
 // polynomial in r scaled by 2^n. The polynomials keep the truncation error below half an ulp, so
-// sigmoid/tanh built on them stay within the accuracy policy (fp32 1e-5, fp64 1e-12 over long
-// sequences). NaN propagates: the clamps return their second operand on NaN.
+// sigmoid and tanh stay within a few ulps of relative error (tests/test_activations.py).
+// NaN propagates: the clamps return their second operand on NaN.
 #pragma once
 
 template <typename T>
@@ -37,20 +38,48 @@ struct ExpConstants<double> {
       1.0 / 720,        1.0 / 120,       1.0 / 24,       1.0 / 6,       1.0 / 2,      1.0,         1.0};
 };
 
+// The reduction shared by exp and expm1: x = n ln2 + r, |r| <= ln2/2, with 2^n's construction
+// left in `shifted` (ExpConstants), and the polynomial short of its last step: e^r = 1 + r p(r).
+// e^r - 1 = r p(r) is then relatively accurate however small r is.
 template <class V>
-inline typename V::Reg vec_exp(typename V::Reg x) {
+struct ExpReduced {
+  typename V::Reg n, shifted, r, p;
+};
+
+template <class V>
+inline ExpReduced<V> vec_exp_reduce(typename V::Reg x) {
   using C = ExpConstants<typename V::T>;
   x = V::max(V::set1(C::kMin), V::min(V::set1(C::kMax), x));
+  ExpReduced<V> e;
   // n = round(x log2e) from one fmadd: no separate rounding or float-to-int conversion.
-  typename V::Reg shifted = V::fmadd(x, V::set1(C::kLog2e), V::set1(C::kShifter));
-  typename V::Reg n = V::sub(shifted, V::set1(C::kShifter));
-  typename V::Reg r = V::fnmadd(n, V::set1(C::kLn2Hi), x);
-  r = V::fnmadd(n, V::set1(C::kLn2Lo), r);
-  typename V::Reg p = V::set1(C::kPoly[0]);
-  for (int k = 1; k <= C::kDegree; ++k) p = V::fmadd(p, r, V::set1(C::kPoly[k]));
-  return V::scale_by_pow2(p, n, shifted);
+  e.shifted = V::fmadd(x, V::set1(C::kLog2e), V::set1(C::kShifter));
+  e.n = V::sub(e.shifted, V::set1(C::kShifter));
+  e.r = V::fnmadd(e.n, V::set1(C::kLn2Hi), x);
+  e.r = V::fnmadd(e.n, V::set1(C::kLn2Lo), e.r);
+  e.p = V::set1(C::kPoly[0]);
+  for (int k = 1; k < C::kDegree; ++k) e.p = V::fmadd(e.p, e.r, V::set1(C::kPoly[k]));
+  return e;
 }
 
+template <class V>
+inline typename V::Reg vec_exp(typename V::Reg x) {
+  using T = typename V::T;
+  const ExpReduced<V> e = vec_exp_reduce<V>(x);
+  return V::scale_by_pow2(V::fmadd(e.p, e.r, V::set1(T(1))), e.n, e.shifted);
+}
+
+// e^x - 1 = 2^n m + (2^n - 1) with m = r p(r) = e^r - 1. With n = 0 (|x| < ln2/2) that is m
+// itself, relatively accurate however small x is; otherwise |e^x - 1| > 0.29 and the sum cancels
+// little.
+template <class V>
+inline typename V::Reg vec_expm1(typename V::Reg x) {
+  using T = typename V::T;
+  const ExpReduced<V> e = vec_exp_reduce<V>(x);
+  const typename V::Reg pow2n = V::scale_by_pow2(V::set1(T(1)), e.n, e.shifted);
+  return V::fmadd(pow2n, V::mul(e.r, e.p), V::sub(pow2n, V::set1(T(1))));
+}
+
+// 1 / (1 + e^-x): relatively accurate wherever the result is a normal number (x > -87 in fp32).
 template <class V>
 inline typename V::Reg vec_sigmoid(typename V::Reg x) {
   using T = typename V::T;
@@ -58,11 +87,13 @@ inline typename V::Reg vec_sigmoid(typename V::Reg x) {
   return V::div(one, V::add(one, vec_exp<V>(V::sub(V::zero(), x))));
 }
 
-// tanh(x) = 2 sigmoid(2x) - 1 = 2 / (1 + exp(-2x)) - 1: absolute error stays at ulp(1), which is
-// what the state update needs.
+// tanh|x| = -u / (2 + u) with u = expm1(-2|x|), then x's sign. The textbook 2 / (1 + e^-2x) - 1
+// cancels for small |x| (tanh(1e-8) would be 0); through expm1 the result keeps a few ulps of
+// relative accuracy across the whole range, and tanh(-x) = -tanh(x) exactly.
 template <class V>
 inline typename V::Reg vec_tanh(typename V::Reg x) {
   using T = typename V::T;
-  typename V::Reg e = vec_exp<V>(V::mul(x, V::set1(T(-2))));
-  return V::sub(V::div(V::set1(T(2)), V::add(V::set1(T(1)), e)), V::set1(T(1)));
+  const typename V::Reg u = vec_expm1<V>(V::mul(V::abs(x), V::set1(T(-2))));
+  const typename V::Reg magnitude = V::abs(V::div(u, V::add(V::set1(T(2)), u)));
+  return V::copy_sign(magnitude, x);
 }
