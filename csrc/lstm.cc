@@ -114,9 +114,10 @@ inline Range split(int64_t count, int rank, int size) {
   return {count * rank / size, count * (rank + 1) / size};
 }
 
-// The members of a team running one direction. They share each phase's work through `sync`
-// (hidden units by default), or, with split_rows, each runs its own interleaved batch rows alone.
-struct Team {
+// One member's place in the team running a direction: its rank among `size` members. Members share
+// each phase's work through `sync` (hidden units by default), or, with split_rows, each runs its
+// own interleaved batch rows alone.
+struct TeamMember {
   int rank, size;
   PhaseSync* sync;
   uint64_t* phase;  // this member's phase counter for `sync`
@@ -153,9 +154,9 @@ PackedLstm<T>::PackedLstm(const LstmDims& dims, const std::vector<const T*>& wei
 // loop, sharing each phase (a step's gates, say) by hidden units through a PhaseSync, or taking
 // whole directions or whole batch rows.
 template <typename T>
-class PackedLstm<T>::Pass {
+class PackedLstm<T>::ForwardCall {
  public:
-  Pass(const PackedLstm& model, const ForwardRequest<T>& request, int threads)
+  ForwardCall(const PackedLstm& model, const ForwardRequest<T>& request, int threads)
       : model_(model),
         req_(request),
         kernels_(active_kernels<T>()),
@@ -293,16 +294,16 @@ class PackedLstm<T>::Pass {
 
   // What one member of a direction's team owns: hidden panels, their units, projection panels,
   // and the batch slots first, first + stride, ...
-  struct Share {
+  struct WorkShare {
     Range panels, units, proj_panels, out_units;
     int64_t first_row = 0, row_stride = 1;
   };
 
-  Share share_of(const Team& team, int chunk) const {
+  WorkShare share_of(const TeamMember& team, int chunk) const {
     constexpr int64_t P = kPanelWidth<T>;
     const int64_t H = dims_.hidden_size;
     const int rank = team.split_rows ? 0 : chunk, size = team.split_rows ? 1 : team.size;
-    Share share;
+    WorkShare share;
     if (team.split_rows) {
       share.first_row = chunk;
       share.row_stride = team.size;
@@ -319,7 +320,7 @@ class PackedLstm<T>::Pass {
   // Runs work(share) for every share of the team's work in this phase: the member's own when it
   // works alone, else whichever chunks it claims.
   template <typename Work>
-  void phase(const Team& team, Work&& work) {
+  void phase(const TeamMember& team, Work&& work) {
     if (team.size == 1 || team.split_rows) return work(share_of(team, team.rank));
     team.sync->run_phase(team.rank, *team.phase, [&](int chunk) { work(share_of(team, chunk)); });
   }
@@ -329,10 +330,10 @@ class PackedLstm<T>::Pass {
   // (initial c, the chunk's input projection) rides along with its gates. The final state gets a
   // phase of its own because h_n may be h0 itself (a stream updated in place), which every share's
   // first step reads in full.
-  void run_direction(int64_t layer, int64_t d, const Team& team, int member) {
+  void run_direction(int64_t layer, int64_t d, const TeamMember& team, int member) {
     const DirectionWeights& w = model_.directions_[layer * dims_.num_directions() + d];
     DirectionScratch<T>& scratch = ws_.directions[d];
-    MemberScratch<T>& mine = ws_.members[member];
+    MemberScratch<T>& own_scratch = ws_.members[member];
     const bool reverse = d == 1;
     const bool project = dims_.proj_size > 0;
 
@@ -345,21 +346,21 @@ class PackedLstm<T>::Pass {
       }
       for (int64_t i = 0; i < t_hi - t_lo; ++i) {
         const int64_t t = reverse ? t_hi - 1 - i : t_lo + i;
-        phase(team, [&](const Share& share) {
+        phase(team, [&](const WorkShare& share) {
           if (chunk == 0 && i == 0) init_cell_state(layer, d, scratch, share);
           // A one-step chunk of few rows (a streaming step) adds its input projection inside the
           // fused step: one sweep over the weights, no z round trip.
           const bool input_in_step = t_hi - t_lo == 1 && rows_at(share, t) <= kFusedStepMaxRows;
-          if (i == 0 && !input_in_step) project_inputs(layer, w, scratch, mine, share, t_lo, t_hi);
-          step_gates(layer, d, w, scratch, mine, share, t, t_lo, input_in_step);
+          if (i == 0 && !input_in_step) project_inputs(layer, w, scratch, own_scratch, share, t_lo, t_hi);
+          step_gates(layer, d, w, scratch, own_scratch, share, t, t_lo, input_in_step);
         });
-        if (project) phase(team, [&](const Share& share) { step_projection(layer, d, w, scratch, mine, share, t); });
+        if (project) phase(team, [&](const WorkShare& share) { step_projection(layer, d, w, scratch, own_scratch, share, t); });
       }
     }
-    phase(team, [&](const Share& share) { copy_final_state(layer, d, scratch, share); });
+    phase(team, [&](const WorkShare& share) { copy_final_state(layer, d, scratch, share); });
   }
 
-  void init_cell_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const Share& share) {
+  void init_cell_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const WorkShare& share) {
     const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
     for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
       T* c = scratch.c.data() + s * Hp;
@@ -371,7 +372,7 @@ class PackedLstm<T>::Pass {
   }
 
   // h_n and c_n: each row's state at its own last step (step 0 going backward).
-  void copy_final_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const Share& share) {
+  void copy_final_state(int64_t layer, int64_t d, DirectionScratch<T>& scratch, const WorkShare& share) {
     const int64_t H = dims_.hidden_size, Hp = model_.hidden_padded_;
     for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
       const int64_t t_last = d == 1 ? 0 : length_[s] - 1;
@@ -388,24 +389,24 @@ class PackedLstm<T>::Pass {
   }
 
   // z = x W_ih^T + b_ih + b_hh for every running row of steps [t_lo, t_hi): one GEMM.
-  void project_inputs(int64_t layer, const DirectionWeights& w, DirectionScratch<T>& scratch, MemberScratch<T>& mine,
-                      const Share& share, int64_t t_lo, int64_t t_hi) {
+  void project_inputs(int64_t layer, const DirectionWeights& w, DirectionScratch<T>& scratch, MemberScratch<T>& own_scratch,
+                      const WorkShare& share, int64_t t_lo, int64_t t_hi) {
     const int64_t first = share.panels.begin * kGates * kPanelWidth<T>;
     const int64_t count = (share.panels.end - share.panels.begin) * kGates * kPanelWidth<T>;
     int64_t rows = 0;
     for (int64_t t = t_lo; t < t_hi; ++t) {
       for (int64_t s = share.first_row; s < active_[t]; s += share.row_stride, ++rows) {
-        mine.a_rows[rows] = input_row(layer, t, s);
-        mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
-        std::memcpy(mine.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
+        own_scratch.a_rows[rows] = input_row(layer, t, s);
+        own_scratch.z_rows[rows] = z_row(scratch, t, t_lo, s);
+        std::memcpy(own_scratch.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
       }
     }
     kernels_.gemm_accumulate(
-        gemm_args(mine, rows, mine.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, mine.z_rows.data()));
+        gemm_args(own_scratch, rows, own_scratch.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, own_scratch.z_rows.data()));
   }
 
   // Arguments for c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
-  GemmArgs<T> gemm_args(MemberScratch<T>& mine, int64_t rows, const T* const* a, int64_t k, const T* w,
+  GemmArgs<T> gemm_args(MemberScratch<T>& own_scratch, int64_t rows, const T* const* a, int64_t k, const T* w,
                         int64_t gates, Range panels, T* const* c) {
     GemmArgs<T> args;
     args.rows = rows;
@@ -416,19 +417,19 @@ class PackedLstm<T>::Pass {
     args.panel_begin = panels.begin;
     args.panel_end = panels.end;
     args.c = c;
-    args.a_pack = mine.a_pack.data();
+    args.a_pack = own_scratch.a_pack.data();
     return args;
   }
 
   // The share's rows running at step t.
-  int64_t rows_at(const Share& share, int64_t t) const {
+  int64_t rows_at(const WorkShare& share, int64_t t) const {
     return active_[t] > share.first_row ? (active_[t] - share.first_row + share.row_stride - 1) / share.row_stride : 0;
   }
 
   // The gates and cell update of step t for one share; h goes to h_raw when projecting. With
   // input_in_step, the fused step also computes the input projection (z is then not used).
   void step_gates(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
-                  MemberScratch<T>& mine, const Share& share, int64_t t, int64_t t_lo, bool input_in_step) {
+                  MemberScratch<T>& own_scratch, const WorkShare& share, int64_t t, int64_t t_lo, bool input_in_step) {
     const bool reverse = d == 1;
     const bool project = dims_.proj_size > 0;
     int64_t rows = 0;  // this member's running rows; row r is slot first_row + r * row_stride
@@ -436,19 +437,19 @@ class PackedLstm<T>::Pass {
       // A row's first step reads h0: t = 0 going forward, its own last step going backward.
       const bool first = reverse ? t == length_[s] - 1 : t == 0;
       if (first) {
-        mine.h_rows[rows] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
+        own_scratch.h_rows[rows] = req_.h0 != nullptr ? req_.h0 + state_index(layer, d, s) * h_out_ : ws_.zeros.data();
       } else {
-        mine.h_rows[rows] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
+        own_scratch.h_rows[rows] = output_row(layer, d, reverse ? t + 1 : t - 1, s);
       }
-      mine.z_rows[rows] = z_row(scratch, t, t_lo, s);
-      if (input_in_step) mine.a_rows[rows] = input_row(layer, t, s);
-      mine.out_rows[rows] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
+      own_scratch.z_rows[rows] = z_row(scratch, t, t_lo, s);
+      if (input_in_step) own_scratch.a_rows[rows] = input_row(layer, t, s);
+      own_scratch.out_rows[rows] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
     }
 
     StepArgs<T> args;
     args.rows = rows;
-    args.h_prev = mine.h_rows.data();
-    args.z = mine.z_rows.data();
+    args.h_prev = own_scratch.h_rows.data();
+    args.z = own_scratch.z_rows.data();
     args.w_hh = w.w_hh.data();
     args.k = h_out_;
     args.hidden_size = dims_.hidden_size;
@@ -456,26 +457,26 @@ class PackedLstm<T>::Pass {
     args.panel_end = share.panels.end;
     args.c = scratch.c.data() + share.first_row * model_.hidden_padded_;
     args.c_stride = share.row_stride * model_.hidden_padded_;
-    args.h_out = mine.out_rows.data();
+    args.h_out = own_scratch.out_rows.data();
     if (input_in_step) {
-      args.x = mine.a_rows.data();
+      args.x = own_scratch.a_rows.data();
       args.w_ih = w.w_ih.data();
       args.bias = w.bias.data();
       args.k_in = w.input_size;
     }
     if (rows <= kFusedStepMaxRows) {
       // Each member's sweeps over its panels alternate direction, within a step and across steps.
-      args.sweep_parity = mine.sweeps & 1;
-      mine.sweeps += kernels_.lstm_step_fused(args);
+      args.sweep_parity = own_scratch.sweeps & 1;
+      own_scratch.sweeps += kernels_.lstm_step_fused(args);
     } else {
       kernels_.lstm_step_gemm(
-          gemm_args(mine, rows, mine.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, mine.z_rows.data()), args);
+          gemm_args(own_scratch, rows, own_scratch.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, own_scratch.z_rows.data()), args);
     }
     if (!project) zero_finished_rows(layer, d, t, share);
   }
 
   // Rows whose sequence has ended output zeros, as PackedSequence semantics ask.
-  void zero_finished_rows(int64_t layer, int64_t d, int64_t t, const Share& share) {
+  void zero_finished_rows(int64_t layer, int64_t d, int64_t t, const WorkShare& share) {
     for (int64_t s = share.first_row; s < batch_; s += share.row_stride) {
       if (s < active_[t]) continue;
       T* row = output_row(layer, d, t, s);
@@ -486,18 +487,18 @@ class PackedLstm<T>::Pass {
   // h = (o * tanh(c)) W_hr^T on one share's projection panels, written to the output rows. Runs
   // once the whole of h_raw for step t exists.
   void step_projection(int64_t layer, int64_t d, const DirectionWeights& w, DirectionScratch<T>& scratch,
-                       MemberScratch<T>& mine, const Share& share, int64_t t) {
+                       MemberScratch<T>& own_scratch, const WorkShare& share, int64_t t) {
     constexpr int64_t P = kPanelWidth<T>;
     const int64_t rows = rows_at(share, t);
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride) {
-      mine.h_rows[r] = scratch.h_raw.data() + s * model_.hidden_padded_;
-      mine.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
-      std::fill(mine.out_rows[r] + share.proj_panels.begin * P, mine.out_rows[r] + share.proj_panels.end * P, T(0));
+      own_scratch.h_rows[r] = scratch.h_raw.data() + s * model_.hidden_padded_;
+      own_scratch.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
+      std::fill(own_scratch.out_rows[r] + share.proj_panels.begin * P, own_scratch.out_rows[r] + share.proj_panels.end * P, T(0));
     }
-    kernels_.gemm_accumulate(gemm_args(mine, rows, mine.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1,
-                                       share.proj_panels, mine.out_rows.data()));
+    kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1,
+                                       share.proj_panels, own_scratch.out_rows.data()));
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
-      std::copy(mine.out_rows[r] + share.out_units.begin, mine.out_rows[r] + share.out_units.end,
+      std::copy(own_scratch.out_rows[r] + share.out_units.begin, own_scratch.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);
     zero_finished_rows(layer, d, t, share);
   }
@@ -521,8 +522,8 @@ void PackedLstm<T>::forward(const ForwardRequest<T>& request, int threads) const
   if (request.batch == 0 || request.seq_len == 0) return;
   if (threads <= 0) threads = ThreadPool::instance().num_threads();
   {
-    Pass pass(*this, request, threads);
-    pass.run();
+    ForwardCall call(*this, request, threads);
+    call.run();
   }
   Workspace<T>& workspace = Workspace<T>::for_this_thread();
   if (workspace.bytes() > static_cast<std::size_t>(g_workspace_limit.load(std::memory_order_relaxed)))

@@ -43,7 +43,7 @@ class PackedLstm {
     int64_t input_size = 0;
     AlignedBuffer<T> w_ih, w_hh, bias, w_hr;
   };
-  class Pass;  // the state of one forward call (lstm.cc)
+  class ForwardCall;  // the state of one forward call (lstm.cc)
 
   LstmDims dims_;
   int64_t hidden_padded_ = 0, proj_padded_ = 0;

@@ -7,7 +7,14 @@
 
 import os as _os
 
-from . import _core
+try:
+    from . import _core
+except ImportError as _error:  # most often: Python started in the repository, beside an unbuilt source tree
+    raise ImportError(
+        f"fastlstm's compiled extension (fastlstm._core) is not built in {_os.path.dirname(__file__)!r}. "
+        f"Install fastlstm with `pip install .` (or `pip install -e .` to develop) and run Python "
+        f"outside the source tree, or build it in place with `python setup.py build_ext --inplace`"
+    ) from _error
 from ._cell import LSTMCell
 from ._config import LSTMConfig
 from ._model import LSTM, load

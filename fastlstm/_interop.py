@@ -25,7 +25,14 @@ def is_packed_sequence(value: Any) -> bool:
 
 
 def tensor_to_numpy(tensor: Any, name: str) -> np.ndarray:
-    """A CPU tensor as a numpy view (no copy); autograd is irrelevant at inference."""
+    """A CPU tensor as a numpy view (no copy). fastlstm computes no gradients, so a tensor that
+    autograd would track is refused rather than detached: a later .backward() would otherwise fail
+    far from here, or silently miss this part of the graph."""
+    if tensor.requires_grad and loaded_torch().is_grad_enabled():
+        raise TypeError(
+            f"{name} requires grad, but fastlstm is inference-only and computes no gradients: call it "
+            f"under torch.no_grad() or torch.inference_mode(), or pass {name}.detach()"
+        )
     if tensor.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor, got a tensor on {tensor.device} (call .cpu() first)")
     if tensor.is_complex() or not tensor.is_floating_point():
