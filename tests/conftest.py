@@ -5,6 +5,8 @@
   full grid and the others a reduced one (`isa_params`).
 * `make_torch_lstm` / `run_torch` / `run_fast` / `compare`: build an nn.LSTM from a fixed seed,
   run both engines on the same input and measure the max abs error of output, h_n and c_n.
+* `held_bound` / `assert_matches_torch`: the accuracy the tests hold against torch (tighter than
+  the README's policy, `POLICY_TOLERANCE`); the worst errors measured are printed at the end.
 """
 
 from __future__ import annotations
@@ -25,24 +27,62 @@ SUPPORTED_ISAS: List[str] = list(fastlstm.cpu_info()["supported_isas"])
 # supported_isas is ascending (scalar < avx2 < avx512): the last one is what import picks.
 BEST_ISA: str = SUPPORTED_ISAS[-1]
 
-# The accuracy policy (DESIGN.md): max abs error against nn.LSTM on the same weights.
-TOLERANCE: Dict[Any, float] = {np.float32: 1e-5, np.float64: 1e-12}
+# The accuracy policy the README promises users: max abs error against nn.LSTM on the same weights.
+# It stays the promise (headroom for other CPUs, compilers and torch builds); the tests assert the
+# tighter bounds below.
+POLICY_TOLERANCE: Dict[Any, float] = {np.float32: 1e-5, np.float64: 1e-12}
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 
+# What the tests hold fastlstm to against torch in the same dtype: a few times the worst error this
+# suite measures (the terminal summary prints it), so that a kernel that got less accurate fails
+# even while it is still inside the policy. With the policy as the bound, zeroing the 1/11! term of
+# the fp64 exp polynomial (errors 1.5e-13, and 7e-12 at |c| ~ 87) passed every comparison with
+# torch, and so did fp32 exp polynomials 3.4e-6 and 5.9e-6 off (errors 2.4e-6 and 3.9e-6).
+# * float32: absolute, 2e-6; the worst measured is 5.4e-7 (values at nn.LSTM's init scale). An exp
+#   error below ~2e-6 (relative) stays under it: tests/test_exp_polynomial.py checks the polynomial.
+# * float64: ulp-scaled, 2e-14 x max(1, max |reference|) (~90 ulps of the largest value); the worst
+#   measured is 1.7e-15 at |values| <= ~1 and 1.1-1.7e-13 at |c| ~ 87 (1.3-2.0e-15 relative).
+HELD_ABSOLUTE_BOUND_F32 = 2e-6
+HELD_RELATIVE_BOUND_F64 = 2e-14
 
-def tolerance(dtype: Any) -> float:
-    return TOLERANCE[np.dtype(dtype).type]
+
+def held_bound(dtype: Any, reference_scale: float = 1.0) -> float:
+    """The max abs error the tests allow against torch in the same dtype. `reference_scale` is the
+    largest |value| of the reference (`reference_scale(...)`); only the float64 bound scales with it."""
+    kind = np.dtype(dtype).type
+    if kind is np.float32:
+        return HELD_ABSOLUTE_BOUND_F32
+    if kind is np.float64:
+        return HELD_RELATIVE_BOUND_F64 * max(1.0, float(reference_scale))
+    raise TypeError(f"no accuracy bound for dtype {np.dtype(dtype)}")
 
 
-# Worst errors seen during the run, per (dtype name, what it was measured against); printed in the
+def reference_scale(*arrays: np.ndarray) -> float:
+    """max(1, the largest finite |value| among the arrays): what an ulp-scaled bound multiplies."""
+    scale = 1.0
+    for array in arrays:
+        values = np.abs(np.asarray(array, np.float64))
+        values = values[np.isfinite(values)]
+        if values.size:
+            scale = max(scale, float(values.max()))
+    return scale
+
+
+# Worst errors seen during the run, per (dtype name, what it was measured against): the absolute
+# error, and the error over the reference's scale (what the float64 bound holds); printed in the
 # terminal summary at the end of the session.
 WORST_ERRORS: Dict[Tuple[str, str], Tuple[float, str]] = {}
+WORST_SCALED_ERRORS: Dict[Tuple[str, str], Tuple[float, str]] = {}
 
 
-def record_error(dtype: Any, error: float, where: str, against: str = "nn.LSTM, same dtype") -> None:
+def record_error(dtype: Any, error: float, where: str, against: str = "nn.LSTM, same dtype",
+                 scale: float = 1.0) -> None:
     key = (np.dtype(dtype).name, against)
     if key not in WORST_ERRORS or error > WORST_ERRORS[key][0]:
         WORST_ERRORS[key] = (error, where)
+    scaled = error / max(1.0, scale)
+    if key not in WORST_SCALED_ERRORS or scaled > WORST_SCALED_ERRORS[key][0]:
+        WORST_SCALED_ERRORS[key] = (scaled, where)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: D103
@@ -50,6 +90,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: D103
         terminalreporter.write_sep("-", "fastlstm worst max-abs error, per dtype")
         for (name, against), (error, where) in sorted(WORST_ERRORS.items()):
             terminalreporter.write_line(f"{name} vs {against}: {error:.3e}  ({where})")
+        terminalreporter.write_line(
+            f"held bounds: float32 {HELD_ABSOLUTE_BOUND_F32:g} absolute, "
+            f"float64 {HELD_RELATIVE_BOUND_F64:g} x max(1, max |reference|); worst error / max(1, max |reference|):")
+        for (name, against), (scaled, where) in sorted(WORST_SCALED_ERRORS.items()):
+            terminalreporter.write_line(f"{name} vs {against}: {scaled:.3e}  ({where})")
 
 
 # ------------------------------------------------------------------------------------------ ISA
@@ -170,11 +215,14 @@ def compare(fast: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> Dict
     return errors
 
 
-def assert_matches_torch(fast, reference, dtype, where: str = "") -> float:
+def assert_matches_torch(fast, reference, dtype, where: str = "", against: str = "nn.LSTM, same dtype") -> float:
+    """fastlstm's (output, h_n, c_n) within `held_bound` of torch's; returns the max abs error."""
     errors = compare(fast, reference)
     worst = max(errors.values())
-    record_error(dtype, worst, where)
-    assert worst <= tolerance(dtype), f"max abs error {errors} exceeds {tolerance(dtype):g} ({where})"
+    scale = reference_scale(*reference)
+    record_error(dtype, worst, where, against, scale)
+    bound = held_bound(dtype, scale)
+    assert worst <= bound, f"max abs error {errors} exceeds the held bound {bound:.3g} ({where})"
     return worst
 
 

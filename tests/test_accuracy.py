@@ -1,7 +1,8 @@
-"""fastlstm against nn.LSTM on the same weights (DESIGN.md "Accuracy policy").
+"""fastlstm against nn.LSTM on the same weights (the README's accuracy policy, fp32 1e-5 / fp64 1e-12,
+held here to the tighter bounds of conftest.held_bound: fp32 2e-6, fp64 2e-14 x max(1, max |reference|)).
 
 * A sampled grid over every hyperparameter and call mode: max abs error of output, h_n and c_n
-  <= 1e-5 (fp32) / 1e-12 (fp64). The full grid runs under the best ISA; every 6th case also runs
+  within the held bound. The full grid runs under the best ISA; every 6th case also runs
   under each other supported ISA.
 * Long sequences (T=1000) at nn.LSTM's own init scale, same bounds, under every ISA.
 * Trained-like weights with large cell states (|c| in the tens): fp32 judged against a float64
@@ -434,19 +435,16 @@ def test_large_cell_states_fp32_within_2x_torch(isa, config) -> None:
 
 
 def test_large_cell_states_fp64_matches_torch(isa) -> None:
-    """The same large-state weights in float64: fastlstm and torch agree to 1e-12 (scaled by |c|)."""
+    """The same large-state weights in float64: fastlstm and torch agree to the held bound, which
+    scales with |c| (c reaches ~90, where an ulp is 1.4e-14): 2e-14 x 87 = 1.7e-12, against a
+    measured 1.7e-13 (a zeroed 1/11! in the fp64 exp polynomial gave 1.2e-11 here)."""
     module = _trained_like_lstm(0, np.float64)
     model = fastlstm.LSTM.from_torch(module)
     x = np.random.default_rng(0).standard_normal((300, 2, 16))
     reference = run_torch(module, x)
     assert np.abs(reference[2]).max() > 10
-    fast = run_fast(model, x)
-    # c reaches ~90: an absolute bound of 1e-12 is ~10 ulps of c there; allow rounding relative to |c|.
-    bound = 1e-12 * max(1.0, float(np.abs(reference[2]).max()))
-    errors = [max_abs_error(a, b) for a, b in zip(fast, reference)]
-    record_error("float64", max(errors), f"{isa} max |c| {np.abs(reference[2]).max():.1f}",
-                 against="nn.LSTM, same dtype, large |c|")
-    assert max(errors) <= bound, f"errors {errors} > {bound}"
+    assert_matches_torch(run_fast(model, x), reference, np.float64,
+                         f"{isa} max |c| {np.abs(reference[2]).max():.1f}", against="nn.LSTM, same dtype, large |c|")
 
 
 # ----------------------------------------------------------------------------- property-based

@@ -7,6 +7,8 @@ stride before the kernels touch memory).
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -574,3 +576,192 @@ def test_core_rejects_misaligned_arrays(core32, which):
         args[which] = _misaligned_copy(args[which])
     with pytest.raises(ValueError, match="align"):
         core32.forward(args["x"], False, args["h0"], args["c0"], args["lengths"], args["out"], args["h_n"])
+
+
+# ---- caller-given outputs must not overlap each other or the inputs
+# Writing an output while an input (or another output) in the same memory is still being read gives
+# silently wrong results (with h_n and c_n in one buffer, step returned an h_n 0.51 off). The only
+# aliasing allowed is exact: h_n is h0 and c_n is c0 (a stream's state updated in place). Each case
+# below puts two of the call's arrays into one buffer and gives every other array its own memory.
+OUTPUTS = ("out", "h_n", "c_n")
+ALLOWED_ALIAS = {("h_n", "h0"), ("c_n", "c0")}
+
+
+def _specs(entry: str, dtype) -> dict:
+    """name -> (shape, dtype) of every array a forward (time-major) or step call takes."""
+    lead = (T, B) if entry == "forward" else (B,)
+    specs = {
+        "input": (lead + (I,), dtype),
+        "h0": ((LEAD, B, PROJ), dtype),
+        "c0": ((LEAD, B, H), dtype),
+        "out": (lead + (2 * PROJ,), dtype),
+        "h_n": ((LEAD, B, PROJ), dtype),
+        "c_n": ((LEAD, B, H), dtype),
+    }
+    if entry == "forward":
+        specs["lengths"] = ((B,), np.int64)
+    return specs
+
+
+def _fill(name: str, array: np.ndarray) -> None:
+    """Valid values for the inputs (lengths in range, finite floats); zeros for the outputs."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    if name == "lengths":
+        array[...] = [5, 3, 1]
+    elif name in OUTPUTS:
+        array[...] = 0
+    else:
+        array[...] = rng.standard_normal(array.shape) * 0.5
+
+
+def _arrays(entry: str, dtype, shared=()):
+    """Every array of a call, each in its own memory except `shared`: pairs (name, byte offset)
+    placed in one buffer. Returns (arrays by name, the shared buffer)."""
+    specs = _specs(entry, dtype)
+    arena = np.zeros(sum(int(np.prod(specs[n][0])) * 8 for n, _ in shared) // 8 + 64, np.float64)  # 8-aligned
+    arrays = {}
+    for name, offset in shared:
+        shape, kind = specs[name]
+        arrays[name] = np.ndarray(shape, kind, buffer=arena, offset=offset)
+        assert arrays[name].flags.c_contiguous and arrays[name].flags.aligned and arrays[name].flags.writeable
+    for name, (shape, kind) in specs.items():
+        if name not in arrays:
+            arrays[name] = np.empty(shape, kind)
+    # Outputs first, inputs last: where they share memory, the inputs' valid values are what is left.
+    for name in sorted(arrays, key=lambda n: n not in OUTPUTS):
+        _fill(name, arrays[name])
+    return arrays, arena
+
+
+def _call(model, entry: str, a: dict, given=OUTPUTS):
+    out, h_n, c_n = (a[n] if n in given else None for n in OUTPUTS)
+    if entry == "forward":
+        return model._packed.forward(a["input"], False, a["h0"], a["c0"], a["lengths"], out, h_n, c_n, 0)
+    return model.step(a["input"], (a["h0"], a["c0"]), out=(out, h_n, c_n))
+
+
+def _nbytes(entry: str, dtype, name: str) -> int:
+    shape, kind = _specs(entry, dtype)[name]
+    return int(np.prod(shape)) * np.dtype(kind).itemsize
+
+
+def _overlapping_placements(entry: str, dtype, first: str, second: str):
+    """(label, byte offset of first, of second): both from the same start, each shifted one
+    8-byte word into the other, and each one's last word under the other's first."""
+    n1, n2 = _nbytes(entry, dtype, first), _nbytes(entry, dtype, second)
+    assert n1 % 8 == 0 and n2 % 8 == 0
+    return [
+        ("same start", 0, 0),
+        (f"{second} one word into {first}", 0, 8),
+        (f"{first} one word into {second}", 8, 0),
+        (f"last word of {first} under {second}", 0, n1 - 8),
+        (f"last word of {second} under {first}", n2 - 8, 0),
+    ]
+
+
+def _pairs(entry: str):
+    inputs = ("input", "h0", "c0") + (("lengths",) if entry == "forward" else ())
+    return [("out", "h_n"), ("out", "c_n"), ("h_n", "c_n")] + [(o, i) for o in OUTPUTS for i in inputs]
+
+
+OVERLAP_CASES = [(entry, first, second) for entry in ("forward", "step") for first, second in _pairs(entry)]
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["f32", "f64"])
+def overlap_model(request):
+    return fastlstm.LSTM(I, H, LAYERS, bidirectional=True, proj_size=PROJ, seed=0, dtype=request.param)
+
+
+@pytest.mark.parametrize("entry,first,second", OVERLAP_CASES, ids=[f"{e}-{a}-{b}" for e, a, b in OVERLAP_CASES])
+def test_overlapping_outputs_are_rejected(overlap_model, entry, first, second):
+    """Every pair of (output, output) and (output, input), sharing all or one word of memory, is a
+    ValueError naming the overlap, raised before anything is written; the exact alias h_n = h0 /
+    c_n = c0 (same start, same shape) is the one accepted placement. Through the extension's forward
+    (with all three outputs given, and with only the ones in the pair) and through model.step(out=)."""
+    dtype = overlap_model.dtype
+    for label, offset1, offset2 in _overlapping_placements(entry, dtype, first, second):
+        if label == "same start" and (first, second) in ALLOWED_ALIAS:
+            continue  # test_exact_state_alias_is_accepted
+        givens = [OUTPUTS]
+        if entry == "forward":
+            givens.append(tuple(n for n in OUTPUTS if n in (first, second)))
+        for given in givens:
+            arrays, arena = _arrays(entry, dtype, [(first, offset1), (second, offset2)])
+            assert np.shares_memory(arrays[first], arrays[second])
+            before = {name: array.tobytes() for name, array in arrays.items()}
+            with pytest.raises(ValueError, match="overlap"):
+                _call(overlap_model, entry, arrays, given)
+                pytest.fail(f"{entry}: {label} accepted (outputs given: {given})")
+            for name, array in arrays.items():
+                assert array.tobytes() == before[name], f"{entry}, {label}: {name} written before the check"
+
+
+def _reference(model, entry: str, dtype):
+    arrays, _ = _arrays(entry, dtype)
+    _call(model, entry, arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("entry,first,second", OVERLAP_CASES, ids=[f"{e}-{a}-{b}" for e, a, b in OVERLAP_CASES])
+def test_adjacent_outputs_are_accepted(overlap_model, entry, first, second):
+    """The same pairs laid end to end in one buffer (touching, not sharing a byte) are accepted and
+    computed exactly as in separate buffers: the checks are not stricter than an overlap."""
+    dtype = overlap_model.dtype
+    want = _reference(overlap_model, entry, dtype)
+    n1, n2 = _nbytes(entry, dtype, first), _nbytes(entry, dtype, second)
+    for offset1, offset2 in ((0, n1), (n2, 0)):
+        arrays, _ = _arrays(entry, dtype, [(first, offset1), (second, offset2)])
+        assert not np.shares_memory(arrays[first], arrays[second])
+        _call(overlap_model, entry, arrays)
+        for name in OUTPUTS:
+            np.testing.assert_array_equal(arrays[name], want[name], err_msg=f"{entry} {first}/{second} adjacent: {name}")
+
+
+@pytest.mark.parametrize("entry", ["forward", "step"])
+def test_exact_state_alias_is_accepted(overlap_model, entry):
+    """h_n is h0 and c_n is c0 (the same arrays, or views of exactly the same memory): the state is
+    updated in place, with exactly the out-of-place result."""
+    dtype = overlap_model.dtype
+    want = _reference(overlap_model, entry, dtype)
+    arrays, _ = _arrays(entry, dtype)
+    arrays["h_n"], arrays["c_n"] = arrays["h0"], arrays["c0"]
+    _call(overlap_model, entry, arrays)
+    arrays2, _ = _arrays(entry, dtype, [("h_n", 0), ("h0", 0)])  # two array objects, one memory
+    arrays2["c_n"] = arrays2["c0"].view()
+    assert arrays2["h_n"] is not arrays2["h0"] and arrays2["c_n"] is not arrays2["c0"]
+    _call(overlap_model, entry, arrays2)
+    for result in (arrays, arrays2):
+        for name in OUTPUTS:
+            np.testing.assert_array_equal(result[name], want[name], err_msg=f"{entry} in place: {name}")
+
+
+@pytest.mark.parametrize("entry", ["forward", "step"])
+def test_state_buffers_swapped_or_shared_are_rejected(entry):
+    """Without a projection h and c have one shape, so the mistakes are whole arrays: h_n and c_n
+    one buffer (`out=(y, buf, buf)`), h_n written into c0 and c_n into h0, out over h_n's first layer."""
+    model = fastlstm.LSTM(I, H, 1, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I) if entry == "forward" else (B, I)).astype(np.float32)
+    h, c = (rng.standard_normal((1, B, H)).astype(np.float32) for _ in range(2))
+    y = np.zeros(x.shape[:-1] + (H,), np.float32)
+    buf = np.zeros((1, B, H), np.float32)
+    cases = {
+        "h_n and c_n one buffer": (y, buf, buf),
+        "h_n and c_n both h0": (y, h, h),
+        "h_n and c_n both c0": (y, c, c),
+        "h_n = c0, c_n = h0": (y, c, h),
+        "h_n = c0, c_n fresh": (y, c, buf),
+        "c_n = h0, h_n fresh": (y, buf, h),
+    }
+    if entry == "step":
+        cases["out is h_n[0]"] = (buf[0], buf, np.zeros_like(c))
+    for label, (out, h_n, c_n) in cases.items():
+        h_before, c_before = h.copy(), c.copy()
+        with pytest.raises(ValueError, match="overlap"):
+            if entry == "forward":
+                model._packed.forward(x, False, h, c, None, out, h_n, c_n, 0)
+            else:
+                model.step(x, (h, c), out=(out, h_n, c_n))
+            pytest.fail(f"{entry}: {label} accepted")
+        np.testing.assert_array_equal(h, h_before)
+        np.testing.assert_array_equal(c, c_before)
