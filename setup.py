@@ -21,7 +21,6 @@ sources = [
     "csrc/bindings.cc",
     "csrc/cpu_features.cc",
     "csrc/lstm.cc",
-    "csrc/read_probe.cc",
     "csrc/thread_pool.cc",
     "csrc/kernels/kernels_scalar.cc",
 ]

@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a source checkout, built in place
-import fastlstm  # noqa: E402
+from lab import use_checkout
 
-from fastlstm.bench.mixed_calls import KINDS, make_models, one_call, resident_bytes, warm_up  # noqa: E402
+use_checkout()  # the checkout's fastlstm when it is built in place
+import fastlstm  # noqa: E402
+from mixed_calls import KINDS, make_models, one_call, resident_bytes, warm_up  # noqa: E402
 
 
 def resident_mib() -> float:

@@ -12,7 +12,6 @@
 
 #include "cpu_features.h"
 #include "lstm.h"
-#include "read_probe.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -446,14 +445,4 @@ PYBIND11_MODULE(_core, m) {
   m.def("kernel_isas", [] { return py::make_tuple(active_kernels<float>().isa, active_kernels<double>().isa); },
         "The ISA each active kernel table (float32, float64) was built for, as the tables themselves say.");
   m.def("set_active_isa", &set_active_isa, py::arg("name"), "Use the kernels for this instruction set.");
-  m.def("measure_read_seconds", [](int64_t bytes, int passes, int repeats) {
-    if (bytes < 1 || bytes > (int64_t(1) << 30))
-      throw std::invalid_argument("bytes must be in [1, 2**30], got " + std::to_string(bytes));
-    if (passes < 1 || repeats < 1)
-      throw std::invalid_argument("passes and repeats must be at least 1, got " + std::to_string(passes) + " and " +
-                                  std::to_string(repeats));
-    py::gil_scoped_release release;
-    return measure_read_seconds(bytes, passes, repeats);
-  }, py::arg("bytes"), py::arg("passes"), py::arg("repeats"),
-     "Best seconds per pass reading `bytes` of cached data with the active ISA's loads (benchmark floor).");
 }

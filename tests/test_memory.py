@@ -7,8 +7,10 @@ seen the largest shape. bench/memory_check.py runs the same mix 100k times and p
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,9 @@ import pytest
 pytest.importorskip("torch")  # the workload's torch paths are part of what is measured
 
 import fastlstm  # noqa: E402
-from fastlstm.bench.mixed_calls import make_models, one_call, resident_bytes, run_mixed, warm_up  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the workload lives with memory_check.py
+from mixed_calls import make_models, one_call, resident_bytes, run_mixed, warm_up  # noqa: E402
 
 # AddressSanitizer (.ci/sanitize) keeps freed memory in a quarantine of up to 256 MiB before reusing
 # it, so resident memory measures the quarantine, not fastlstm; leaks are its and valgrind's job there.

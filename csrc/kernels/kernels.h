@@ -65,11 +65,6 @@ struct KernelTable {
   // The step for many rows: the GEMM args add h_prev W_hh^T to the step's z, each panel followed by
   // its cell update.
   void (*lstm_step_gemm)(const GemmArgs<T>& gemm, const StepArgs<T>& step) = nullptr;
-  // Sums `count` values (a multiple of four panels, 64-byte aligned) with the widest loads, chunk by
-  // chunk upward or downward, each chunk (a multiple of four panels) read as four streams side by
-  // side: the benchmark's floor for streaming weights. Four panels per chunk is one plain stream;
-  // a panel's reduction block (kGates * kKBlock * panel) is how the fused step reads W_hh.
-  T (*sum_stream)(const T* data, int64_t count, bool descending, int64_t chunk) = nullptr;
 };
 
 // One getter per ISA, each defined in its own translation unit compiled for that ISA.

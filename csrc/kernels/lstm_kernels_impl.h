@@ -318,42 +318,12 @@ struct Kernels {
     return R;
   }
 
-  static T sum_stream(const T* data, int64_t count, bool descending, int64_t chunk) {
-    // Chunk by chunk (in address order, or its reverse), each read as four streams side by side, its
-    // quarters, each upward; one add chain per stream, so the loads, not the adds, set the pace.
-    constexpr int kStreams = 4;
-    Reg acc[kStreams][kVecsPerPanel];
-    for (int j = 0; j < kStreams; ++j)
-      for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::zero();
-    const int64_t chunks = (count + chunk - 1) / chunk;
-    const int64_t whole_quarter = chunk / kStreams;
-    for (int64_t i = 0; i < chunks; ++i) {
-      const int64_t begin = (descending ? chunks - 1 - i : i) * chunk;
-      // Only the last chunk may be short (no division per chunk: at four panels, that would be slower
-      // than the loads).
-      const int64_t quarter = count - begin >= chunk ? whole_quarter : (count - begin) / (kStreams * kPanel) * kPanel;
-      const T* part = data + begin;
-      for (int64_t at = 0; at < quarter; at += kPanel)
-        for (int j = 0; j < kStreams; ++j)
-          for (int v = 0; v < kVecsPerPanel; ++v) acc[j][v] = V::add(acc[j][v], V::load(part + j * quarter + at + v * V::kWidth));
-    }
-    Reg sum = V::zero();
-    for (int j = 0; j < kStreams; ++j)
-      for (int v = 0; v < kVecsPerPanel; ++v) sum = V::add(sum, acc[j][v]);
-    alignas(64) T lanes[V::kWidth];
-    V::store(lanes, sum);
-    T total = 0;
-    for (int i = 0; i < V::kWidth; ++i) total += lanes[i];
-    return total;
-  }
-
   static KernelTable<T> table(const char* isa) {
     KernelTable<T> t;
     t.isa = isa;
     t.gemm_accumulate = &gemm_accumulate;
     t.lstm_step_fused = &lstm_step_fused;
     t.lstm_step_gemm = &lstm_step_gemm;
-    t.sum_stream = &sum_stream;
     return t;
   }
 };

@@ -1,209 +1,165 @@
-"""`fastlstm bench`: compare fastlstm with torch and ONNX Runtime on the same weights and inputs.
-
-This module owns the bench subcommand's arguments and its run, and registers the focused benchmarks
-under it (`bench threads`, `bench concurrency`, `bench stream`, each in its own module); the
-top-level `fastlstm` parser in `fastlstm.cli` only registers `bench`. `main` is re-exported so
-`fastlstm.bench.cli:main` works as the console entry point too.
-"""
+"""`fastlstm bench`: its arguments and its run, and the command-line pieces that the lab in the
+repository's bench/ folder reuses (argument types, timing options, progress lines, publishing a report)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from fastlstm.bench import concurrency, streaming, threads
-from fastlstm.bench.configs import CONFIGS_BY_NAME, BenchConfig, select_configs
-from fastlstm.bench.options import (
-    add_budget_arguments,
-    add_engines_argument,
-    add_out_dir_argument,
-    add_priming_argument,
-    add_seed_argument,
-    budget_text,
-    case_progress_sampling,
-    check_priming,
-    mismatch_status,
-    now_text,
-    positive_int,
-    progress,
-    suite_settings,
-)
-from fastlstm.bench.suite import run_suite
-from fastlstm.bench.timing import measure_timer_floor_ns
-from fastlstm.bench.weights import WeightSource, make_input, random_weights, weights_from_file
+from fastlstm.bench.configs import CONFIGS_BY_NAME, select_configs
+from fastlstm.bench.engines import ENGINE_LABELS, ENGINE_NAMES
+from fastlstm.bench.report import Report, render_markdown, write_report
+from fastlstm.bench.suite import CaseResult, SuiteSettings, run_suite
+from fastlstm.bench.timing import DEFAULT_SECONDS_PER_CONFIG, measure_call_ns
+from fastlstm.bench.weights import WeightSource, random_weights, weights_from_file
 
-SUBCOMMAND_MODULES = (threads, concurrency, streaming)
-DEFAULT_MODEL_SEQ_LEN = 100
-DEFAULT_MODEL_BATCH = 1
-EXIT_USAGE = 2
-
+DEFAULT_OUT_DIR = Path("fastlstm-bench")
+DEFAULT_MODEL_SEQ_LEN, DEFAULT_MODEL_BATCH = 100, 1
+EXIT_MISMATCH, EXIT_USAGE = 1, 2
 DESCRIPTION = """\
-Time fastlstm, torch.nn.LSTM and ONNX Runtime side by side in one process, on the same weights and
-inputs, calling the engines interleaved (one call each per round, rotating order). Reports median
-and p90 microseconds per call and fastlstm's time ratios; writes results.md, results.json and
-speedup.png into --out-dir. Every engine's output is checked against torch (1e-4) before timing;
-a mismatch is printed loudly and makes the exit status 1.
-
-Focused benchmarks (`fastlstm bench SUBCOMMAND --help`; their options go after the name):
-  threads      1 vs 2 threads per engine, and fastlstm's default thread policy
-  concurrency  N client threads sending batch-1 requests: latency p50/p99 and throughput
-  stream       one streaming step at batch 1: fastlstm step(out=) vs model() vs torch vs ORT
+Time fastlstm, torch.nn.LSTM and ONNX Runtime (those installed) side by side in one process, on the
+same weights and inputs, calling the engines interleaved (one call each per round, rotating order).
+Every engine's output is first checked against torch's (1e-4); a mismatch is reported and makes the
+exit status 1. Prints a markdown table of median / p90 microseconds per call and fastlstm's time
+ratios, and writes results.md, results.json and speedup.png into --out.
 """
-
 EPILOG = "standard configs:\n" + "\n".join(f"  {name:<18} {c.describe()}" for name, c in CONFIGS_BY_NAME.items())
 
 
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--configs",
-        default="all",
-        metavar="NAMES",
-        help="comma-separated standard configs, or 'all' (default: all). Choices: " + ", ".join(CONFIGS_BY_NAME),
-    )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        metavar="PATH",
-        help="benchmark your own weight file (.pt/.pth state_dict, .safetensors, .npz) instead of the "
-        "standard configs; the input shape comes from --seq-len and --batch",
-    )
-    parser.add_argument(
-        "--seq-len",
-        type=positive_int,
-        metavar="T",
-        help=f"with --model: sequence length (default {DEFAULT_MODEL_SEQ_LEN})",
-    )
-    parser.add_argument(
-        "--batch", type=positive_int, metavar="B", help=f"with --model: batch size (default {DEFAULT_MODEL_BATCH})"
-    )
-    add_engines_argument(parser, "; torch still checks outputs")
-    parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
-    add_budget_arguments(parser)
-    add_priming_argument(parser)
-    add_out_dir_argument(parser, "results.md, results.json and speedup.png")
-    parser.add_argument("--no-chart", action="store_true", help="do not draw speedup.png")
-    add_seed_argument(parser)
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: the text as `kind`, which must be above 0."""
+
+    def parse(text: str) -> Any:
+        if not kind(text) > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
 
 
-class _Subcommands(argparse._SubParsersAction):
-    """The subcommand slot of `fastlstm bench`, refusing the comparison's options before it.
+positive_int, positive_float = positive(int), positive(float)
 
-    argparse would accept `fastlstm bench --seconds 10 stream` and then let the subcommand's own
-    defaults silently replace --seconds; this makes it an error that says where options go.
-    An option not given still holds its very default object when the subcommand name is reached.
-    """
 
-    def __init__(self, *args: Any, bench_options: Sequence[str] = (), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.bench_options = tuple(bench_options)
+def engine_list(text: str) -> List[str]:
+    names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+    if not names or any(name not in ENGINE_NAMES for name in names):
+        raise argparse.ArgumentTypeError(f"choose engines from {','.join(ENGINE_NAMES)}, got {text!r}")
+    return names
 
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
-    ) -> None:
-        given = [dest for dest in self.bench_options if getattr(namespace, dest, None) is not parser.get_default(dest)]
-        if given:
-            options = ", ".join("--" + dest.replace("_", "-") for dest in given)
-            parser.error(f"{options} given before '{values[0]}': options go after the subcommand name")
-        super().__call__(parser, namespace, values, option_string)
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engines, the budget per config (--repeats N exact rounds, or --seconds S), and --seed."""
+    parser.add_argument("--engines", type=engine_list, default=list(ENGINE_NAMES), metavar="LIST",
+                        help=f"comma-separated engines to time (default: {','.join(ENGINE_NAMES)})")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--repeats", type=positive_int, metavar="N", help="timed rounds per config (N calls per engine)")
+    budget.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS_PER_CONFIG, metavar="S",
+                        help=f"time budget per config, filled with rounds (default: {DEFAULT_SECONDS_PER_CONFIG:g})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
+
+
+def settings_from(args: argparse.Namespace, threads: int, **overrides: Any) -> SuiteSettings:
+    return SuiteSettings(tuple(args.engines), threads, args.repeats, args.seconds, seed=args.seed, **overrides)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def case_progress(index: int, total: int, case: CaseResult) -> None:
+    """One stderr line per finished case: each variant's median, and any mismatch."""
+    times = ", ".join(f"{r.label} {r.timing.median_us:.1f} us" for r in case.engines.values()) or "nothing ran"
+    progress(f"[{index}/{total}] {case.config.name} ... done ({times})"
+             + (f" MISMATCH: {', '.join(case.mismatched)}" if case.mismatched else ""))
+
+
+def run_info(command: str) -> Dict[str, Any]:
+    """What every report records about its run: the command, the date (local, to the second), the machine,
+    and the harness's own floor (the median time it adds to one timed call: clock reads, an empty call)."""
+    from fastlstm.bench.machine import describe_machine
+
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return {"command": command, "date": date, "machine": describe_machine(), "timer_floor_ns": measure_call_ns(lambda: None)}
+
+
+def mismatch_status(cases: Sequence[CaseResult]) -> int:
+    """EXIT_MISMATCH (said on stderr) if any output differed from torch's, else 0."""
+    mismatched = [f"{case.config.name} ({', '.join(case.mismatched)})" for case in cases if case.mismatched]
+    if mismatched:
+        progress("!! output mismatch against torch in " + "; ".join(mismatched) + " (see Notes)")
+    return EXIT_MISMATCH if mismatched else 0
+
+
+def publish(report: Report, out_dir: Path, name: str, chart: Optional[Callable[[Path], Optional[str]]] = None) -> None:
+    """Draw the chart (given its path, it returns why it was skipped, or None), write NAME.md and NAME.json,
+    print the markdown on stdout and say on stderr where the files went."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = []
+    if chart is not None:
+        skipped = chart(out_dir / "speedup.png")
+        if skipped:
+            report.notes.append(skipped)
+        else:
+            charts.append(out_dir / "speedup.png")
+    written = write_report(report, out_dir, name) + charts
+    print(render_markdown(report), end="")
+    progress(f"wrote {', '.join(path.name for path in written)} into {out_dir.resolve()}")
 
 
 def register(subparsers: Any) -> None:
-    """Add the `bench` subcommand to the top-level `fastlstm` parser."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="compare fastlstm with torch and ONNX Runtime",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_bench_arguments(parser)
+    """Add `bench` to the top-level `fastlstm` parser."""
+    parser = subparsers.add_parser("bench", help="compare fastlstm with torch and ONNX Runtime", description=DESCRIPTION,
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="all", metavar="NAMES",
+                        help="comma-separated standard configs (listed below), or 'all' (the default)")
+    parser.add_argument("--model", type=Path, metavar="FILE", help="time your own weights instead: any file "
+                        "fastlstm.load reads (.pt/.pth state_dict, .safetensors, .npz), on --seq-len x --batch inputs")
+    parser.add_argument("--seq-len", type=positive_int, metavar="T", help=f"with --model (default {DEFAULT_MODEL_SEQ_LEN})")
+    parser.add_argument("--batch", type=positive_int, metavar="B", help=f"with --model (default {DEFAULT_MODEL_BATCH})")
+    parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
+    add_timing_arguments(parser)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, metavar="DIR",
+                        help=f"where results.md, results.json and speedup.png go (default: ./{DEFAULT_OUT_DIR}/)")
+    parser.add_argument("--no-chart", action="store_true", help="do not draw speedup.png")
     parser.set_defaults(handler=run_bench, parser=parser)
-    bench_options = list(vars(parser.parse_args([])))
-    subparsers = parser.add_subparsers(
-        title="focused benchmarks",
-        dest="bench_command",
-        metavar="SUBCOMMAND",
-        action=_Subcommands,
-        bench_options=[dest for dest in bench_options if dest not in ("handler", "parser")],
-    )
-    for module in SUBCOMMAND_MODULES:
-        module.register(subparsers)
 
 
-def _check_argument_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.model is None and (args.seq_len is not None or args.batch is not None):
-        parser.error("--seq-len and --batch apply to --model; standard configs fix their own input shape")
-    if args.model is not None and args.configs != "all":
+def weight_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[Callable[[], WeightSource]]:
+    """One deferred weight source per case; a --model file is loaded at once, so a bad file fails early."""
+    if args.model is None:
+        if args.seq_len is not None or args.batch is not None:
+            parser.error("--seq-len and --batch apply to --model; standard configs fix their own input shape")
+        try:
+            configs = select_configs(args.configs)
+        except ValueError as error:
+            parser.error(str(error))
+        return [lambda config=config: random_weights(config, args.seed) for config in configs]
+    if args.configs != "all":
         parser.error("--configs and --model are alternatives; give one")
-    check_priming(args, parser)
-
-
-def _weight_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> List[Callable[[], WeightSource]]:
-    """One deferred weight source per case, so only one case's weights are alive at a time.
-
-    A --model file is loaded right away, so a bad file fails before anything is timed.
-    """
-    if args.model is not None:
-        seq_len = args.seq_len or DEFAULT_MODEL_SEQ_LEN
-        batch = args.batch or DEFAULT_MODEL_BATCH
-        model_source = weights_from_file(args.model, seq_len, batch)
-        return [lambda: model_source]
-    try:
-        configs: List[BenchConfig] = select_configs(args.configs)
-    except ValueError as error:
-        parser.error(str(error))
-    return [lambda config=config: random_weights(config, args.seed) for config in configs]
+    source = weights_from_file(args.model, args.seq_len or DEFAULT_MODEL_SEQ_LEN, args.batch or DEFAULT_MODEL_BATCH)
+    return [lambda: source]
 
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
-    """Run the benchmark described by parsed arguments; return the process exit status."""
-    parser: argparse.ArgumentParser = args.parser
-    _check_argument_combinations(args, parser)
+    """Run `fastlstm bench` from parsed arguments; return the exit status."""
+    from fastlstm.bench.comparison import comparison_report, plot_speedups
+
     try:
-        sources = _weight_sources(args, parser)
+        sources = weight_sources(args, args.parser)
     except (OSError, ValueError, TypeError, RuntimeError) as error:
-        print(f"fastlstm bench: error: cannot load {args.model}: {error}", file=sys.stderr)
+        progress(f"fastlstm bench: error: cannot load {args.model}: {error}")
         return EXIT_USAGE
-
-    from fastlstm.bench import machine, report
-
-    settings = suite_settings(args, args.engines, args.threads)
-    progress(
-        f"fastlstm bench: {len(sources)} config(s), engines {','.join(settings.engines)}, "
-        f"{settings.threads} thread(s), {budget_text(args)} each, priming {args.prime_ms:g} ms per turn"
-    )
-    date = now_text()
-    timer_floor_ns = measure_timer_floor_ns()
-    sgemm_peak = machine.SgemmPeak()
-    cases = run_suite(sources, settings, make_input, progress=case_progress_sampling(sgemm_peak))
-    if any(case.engines for case in cases):
-        progress("measuring cache read rates ...")
-    floors_us, whh_read_us = machine.measure_batch1_floors(cases, sgemm_peak.best)
-    empty_call_us = machine.measure_empty_call_us() if floors_us and "fastlstm" in settings.engines else None
-    run = report.BenchRun(
-        cases=cases,
-        settings=settings,
-        machine=machine.describe_machine(),
-        command=command,
-        date=date,
-        timer_floor_ns=timer_floor_ns,
-        sgemm_peak_gflops=sgemm_peak.best,
-        sgemm_peak_samples=sgemm_peak.samples,
-        floors_us=floors_us,
-        whh_read_us=whh_read_us,
-        empty_call_us=empty_call_us,
-    )
-    written = report.write_outputs(run, args.out_dir, chart=not args.no_chart)
-    print(report.render_markdown(run))
-    progress("wrote " + ", ".join(str(path) for path in written))
-
+    settings = settings_from(args, args.threads)
+    budget = f"{args.repeats} rounds" if args.repeats else f"~{args.seconds:g} s"
+    engines = ", ".join(ENGINE_LABELS[name] for name in settings.engines)
+    progress(f"fastlstm bench: {len(sources)} config(s), engines {engines}, {settings.threads} thread(s), {budget} each")
+    run = run_info(command)
+    cases = run_suite(sources, settings, case_progress)
+    title = f"fastlstm speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
+    chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)
+    publish(comparison_report(cases, settings, run), args.out, "results", chart)
     return mismatch_status(cases)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The top-level `fastlstm` command (argv excludes the program name, e.g. ['bench', '--help'])."""
-    from fastlstm.cli import main as fastlstm_main
-
-    return fastlstm_main(argv)

@@ -1,9 +1,8 @@
-"""The standard benchmark configurations: one table, the single source of truth for what we measure.
+"""The standard benchmark configurations: what `fastlstm bench` measures unless given a model file.
 
-Each entry pairs the network's hyperparameters (the package's own `LSTMConfig`, so shapes are derived
-the same way everywhere) with the input the benchmark feeds it: sequence length T and batch B.
-The table spans where services live (streaming single steps, batch 1 sequences) and where the
-recurrence turns into a real GEMM (batch 32 and 128).
+Each pairs a network (the package's `LSTMConfig`) with its input, T steps of batch B: from single
+streaming steps and batch-1 sequences, where services live, to batch 32 and 128, where the recurrence
+becomes a real GEMM.
 """
 
 from __future__ import annotations
@@ -16,18 +15,12 @@ from fastlstm._config import LSTMConfig
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """One benchmark case: a network shape plus the input it is timed on."""
+    """One benchmark case: a network plus the (T, B) input it is timed on."""
 
     name: str
     lstm: LSTMConfig
     seq_len: int
     batch: int
-
-    def __post_init__(self) -> None:
-        if self.seq_len <= 0:
-            raise ValueError(f"seq_len must be positive, got {self.seq_len}")
-        if self.batch <= 0:
-            raise ValueError(f"batch must be positive, got {self.batch}")
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
@@ -35,40 +28,22 @@ class BenchConfig:
         return (self.seq_len, self.batch, self.lstm.input_size)
 
     def describe(self) -> str:
-        """Compact shape string for tables, e.g. 'I128 H256 L2 uni T100 B1'."""
+        """Compact shape for tables, e.g. 'I128 H256 L2 uni T100 B1'."""
         lstm = self.lstm
-        parts = [
-            f"I{lstm.input_size}",
-            f"H{lstm.hidden_size}",
-            f"L{lstm.num_layers}",
-            "bi" if lstm.bidirectional else "uni",
-        ]
-        if lstm.proj_size:
-            parts.append(f"P{lstm.proj_size}")
-        if not lstm.bias:
-            parts.append("nobias")
-        parts += [f"T{self.seq_len}", f"B{self.batch}"]
-        return " ".join(parts)
+        parts = [f"I{lstm.input_size}", f"H{lstm.hidden_size}", f"L{lstm.num_layers}", "bi" if lstm.bidirectional else "uni"]
+        parts += ([f"P{lstm.proj_size}"] if lstm.proj_size else []) + ([] if lstm.bias else ["nobias"])
+        return " ".join(parts + [f"T{self.seq_len}", f"B{self.batch}"])
 
     def to_dict(self) -> Dict[str, object]:
-        return {
-            "name": self.name,
-            **dataclasses.asdict(self.lstm),
-            "seq_len": self.seq_len,
-            "batch": self.batch,
-        }
+        return {"name": self.name, **dataclasses.asdict(self.lstm), "seq_len": self.seq_len, "batch": self.batch}
 
 
-def _config(
-    name: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, seq_len: int, batch: int
-) -> BenchConfig:
-    lstm = LSTMConfig(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional)
-    return BenchConfig(name=name, lstm=lstm, seq_len=seq_len, batch=batch)
+def _config(name: str, input_size: int, hidden: int, layers: int, bidirectional: bool, seq_len: int, batch: int) -> BenchConfig:
+    return BenchConfig(name, LSTMConfig(input_size, hidden, layers, bidirectional=bidirectional), seq_len, batch)
 
 
 UNI, BI = False, True
-
-#                         name                input hidden layers dir  T    B
+#                                 name            input hidden layers dir  T    B
 STANDARD_CONFIGS: Tuple[BenchConfig, ...] = (
     _config("stream-step-h128", 64, 128, 1, UNI, 1, 1),
     _config("stream-step-h512", 256, 512, 1, UNI, 1, 1),
@@ -79,26 +54,16 @@ STANDARD_CONFIGS: Tuple[BenchConfig, ...] = (
     _config("batch32", 128, 256, 2, UNI, 100, 32),
     _config("batch128", 256, 512, 1, UNI, 50, 128),
 )
-
 CONFIGS_BY_NAME: Dict[str, BenchConfig] = {config.name: config for config in STANDARD_CONFIGS}
 
 
 def select_configs(spec: str) -> List[BenchConfig]:
-    """Resolve a comma-separated list of names (or 'all') into configs, in the order given.
-
-    Raises ValueError naming the valid choices, so the CLI can show a helpful message.
-    """
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    if not names:
-        raise ValueError("no configuration named; choose from: all, " + ", ".join(CONFIGS_BY_NAME))
+    """'all' or comma-separated names -> configs, in the order given; ValueError naming the choices."""
+    names = list(dict.fromkeys(name.strip() for name in spec.split(",") if name.strip()))
     if names == ["all"]:
         return list(STANDARD_CONFIGS)
     unknown = [name for name in names if name not in CONFIGS_BY_NAME]
-    if unknown:
-        raise ValueError(
-            f"unknown configuration(s): {', '.join(unknown)}; choose from: all, " + ", ".join(CONFIGS_BY_NAME)
-        )
-    seen: Dict[str, BenchConfig] = {}
-    for name in names:
-        seen.setdefault(name, CONFIGS_BY_NAME[name])
-    return list(seen.values())
+    if unknown or not names:
+        what = f"unknown configuration(s): {', '.join(unknown)}" if unknown else "no configuration named"
+        raise ValueError(f"{what}; choose from: all, " + ", ".join(CONFIGS_BY_NAME))
+    return [CONFIGS_BY_NAME[name] for name in names]

@@ -1,4 +1,4 @@
-"""`fastlstm bench concurrency`: N client threads sharing one model, each sending batch-1 requests.
+"""`lab.py concurrency`: N client threads sharing one model, each sending batch-1 requests.
 
 A service answers several callers at once, each on its own thread, all calling one loaded model.
 For each client count (default 1, 2, 4, 8), that many `threading.Thread`s are released together by a
@@ -32,28 +32,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+import lab_options
 from fastlstm.bench import report
+from fastlstm.bench.cli import EXIT_MISMATCH, positive_float, progress, publish, run_info
 from fastlstm.bench.configs import CONFIGS_BY_NAME, BenchConfig
-from fastlstm.bench.engines import ENGINE_LABELS, Outputs, fastlstm_model, unavailable_reason
-from fastlstm.bench.options import (
-    EXIT_MISMATCH,
-    add_out_dir_argument,
-    add_seed_argument,
-    now_text,
-    positive_float,
-    positive_int_list,
-    progress,
-    publish,
-)
-from fastlstm.bench.streaming import initial_state
+from fastlstm.bench.engines import ENGINE_LABELS, Outputs, fastlstm_model
 from fastlstm.bench.suite import MATCH_TOLERANCE, max_abs_difference, torch_reference, warn
 from fastlstm.bench.weights import WeightSource, make_input, random_weights
+from streaming import initial_state
 
 DEFAULT_CLIENTS = (1, 2, 4, 8)
 DEFAULT_SECONDS = 2.0  # per workload, client count and engine
 WARMUP_REQUESTS = 5  # per client thread, before the barrier (per-thread buffers, lazy init)
 ENGINES = ("fastlstm", "torch")
-OUTPUT_STEM = "concurrency"
 NETWORK = CONFIGS_BY_NAME["medium"].lstm
 
 
@@ -286,16 +277,12 @@ def run_workload(
     engines: Dict[str, Clients] = {}
     details: Dict[str, str] = {}
     error: Optional[float] = None
-    fastlstm_missing = unavailable_reason("fastlstm", source)
-    if fastlstm_missing is not None:
-        notes.append(f"fastlstm skipped: {fastlstm_missing}")
-    else:
-        model = fastlstm_model(source)
-        error = check_outputs(source, model, x, workload)
-        engines["fastlstm"] = fastlstm_clients(model, x, workload)
-        details["fastlstm"] = (
-            "model.step(x_t, (h, c), out=(y, h, c))" if workload.streaming else "model(x)"
-        ) + ", default thread policy (num_threads not passed)"
+    model = fastlstm_model(source)
+    error = check_outputs(source, model, x, workload)
+    engines["fastlstm"] = fastlstm_clients(model, x, workload)
+    details["fastlstm"] = (
+        "model.step(x_t, (h, c), out=(y, h, c))" if workload.streaming else "model(x)"
+    ) + ", default thread policy (num_threads not passed)"
     if source.torch_lstm is not None:
         import torch
 
@@ -358,64 +345,36 @@ def workload_table(result: WorkloadResult) -> str:
     return report.markdown_table(header, rows)
 
 
-def render_markdown(
-    results: Sequence[WorkloadResult],
-    seconds: float,
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    notes: Sequence[str],
-) -> str:
-    lines = [
-        "# fastlstm under concurrent clients",
-        "",
-        *report.header_lines(machine, date, command),
-        f"- each client count: that many threading.Threads released together by a Barrier, each sending batch-1 "
-        f"requests back to back; ~{seconds:g} s per engine, in two halves, engines alternating A B B A; "
+def concurrency_report(results: Sequence[WorkloadResult], settings: Dict[str, Any], run: Dict[str, Any]) -> report.Report:
+    """The report; run is cli.run_info's."""
+    machine = run["machine"]
+    header = report.header_lines(machine, run["date"], run["command"]) + [
+        f"each client count: that many threading.Threads released together by a Barrier, each sending batch-1 "
+        f"requests back to back; ~{settings['seconds']:g} s per engine, in two halves, engines alternating A B B A; "
         f"{WARMUP_REQUESTS} untimed requests per client first; per-request perf_counter_ns; GC paused",
-        "- throughput: requests completed by all clients / wall time from the barrier to the last response",
-        "- torch: `torch.set_num_threads(1)` for the whole run, since its intra-op pool is shared by all client "
+        "throughput: requests completed by all clients / wall time from the barrier to the last response",
+        "torch: `torch.set_num_threads(1)` for the whole run, since its intra-op pool is shared by all client "
         "threads of the process; called again in each client thread, because OpenMP's thread count is per "
         "thread (without it, client threads ran 2-thread OpenMP teams that stalled for tens of ms)",
-        "- fastlstm: default thread policy (num_threads not passed); a call that finds the worker pool busy "
+        "fastlstm: default thread policy (num_threads not passed); a call that finds the worker pool busy "
         "runs on its own thread",
-        f"- this machine has {machine.get('available_cpus', machine['logical_cpus'])} CPUs available: with more "
-        "clients than CPUs, latency includes waiting for a core",
+        f"this machine has {machine['available_cpus']} CPUs available: with more clients than CPUs, latency "
+        "includes waiting for a core",
     ]
+    sections = []
     for result in results:
         workload = result.workload
-        checked = (
-            "not checked"
-            if result.max_abs_error is None
-            else f"max abs error vs torch {result.max_abs_error:.2g}" + (" MISMATCH" if result.mismatch else "")
-        )
-        lines += [
-            "",
-            f"## {workload.name}: {workload.description}",
-            "",
-            f"Network {workload.config.describe()} (the `medium` config's shapes); fastlstm output {checked}.",
-            "",
-        ]
-        lines += [f"- {ENGINE_LABELS[name]}: {detail}" for name, detail in result.details.items()]
-        lines += ["", workload_table(result)]
-    lines += report.notes_section(notes)
-    return "\n".join(lines) + "\n"
+        checked = "not checked" if result.max_abs_error is None else (
+            f"max abs error vs torch {result.max_abs_error:.2g}" + (" MISMATCH" if result.mismatch else ""))
+        details = "\n".join(f"- {ENGINE_LABELS[name]}: {detail}" for name, detail in result.details.items())
+        body = f"Network {workload.config.describe()} (the `medium` config's shapes); fastlstm output {checked}.\n\n"
+        sections.append((f"{workload.name}: {workload.description}", body + details + "\n\n" + workload_table(result)))
 
-
-def render_json(
-    results: Sequence[WorkloadResult],
-    settings: Dict[str, Any],
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    notes: Sequence[str],
-) -> str:
     def load_json(load: LoadResult) -> Dict[str, Any]:
         return {**dataclasses.asdict(load), "throughput_per_s": load.throughput}
 
-    workloads = {}
-    for result in results:
-        workloads[result.workload.name] = {
+    workloads = {
+        result.workload.name: {
             "description": result.workload.description,
             "config": result.workload.config.to_dict(),
             "shape": result.workload.config.describe(),
@@ -423,71 +382,48 @@ def render_json(
             "matches_reference": None if result.max_abs_error is None else not result.mismatch,
             "engines": result.details,
             "by_clients": [
-                {
-                    "clients": count,
-                    "engines": {name: load_json(load) for name, load in loads.items()},
-                    "fastlstm_throughput_over_torch": throughput_ratio(loads),
-                }
+                {"clients": count, "engines": {name: load_json(load) for name, load in loads.items()},
+                 "fastlstm_throughput_over_torch": throughput_ratio(loads)}
                 for count, loads in result.by_clients.items()
             ],
             "notes": result.notes,
         }
-    document = {
-        "command": command,
-        "date": date,
-        "machine": machine,
-        "settings": settings,
-        "workloads": workloads,
-        "notes": list(notes),
+        for result in results
     }
-    return report.to_json(document)
-
-
-# ----------------------------------------------------------------------------------------- CLI
-DESCRIPTION = __doc__.split("\n\n", 1)[1] + """
-Writes concurrency.md and concurrency.json into --out-dir; exit status 1 if fastlstm's output differs
-from torch's.
-"""
+    notes = list(dict.fromkeys(note for result in results for note in result.notes))
+    return report.Report("fastlstm under concurrent clients", header, sections, notes,
+                         {**run, "settings": settings, "workloads": workloads})
 
 
 def _workload_list(text: str) -> List[str]:
     names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in WORKLOADS]
-    if unknown or not names:
+    if not names or any(name not in WORKLOADS for name in names):
         raise argparse.ArgumentTypeError(f"choose workloads from {','.join(WORKLOADS)}, got {text!r}")
     return names
 
 
+def positive_int_list(text: str) -> List[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8], duplicates dropped, order kept."""
+    try:
+        values = list(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        values = []
+    if not values or any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
+    return values
+
+
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "concurrency",
-        help="N client threads sending batch-1 requests: latency p50/p99 and throughput, fastlstm vs torch",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--clients",
-        type=positive_int_list,
-        default=list(DEFAULT_CLIENTS),
-        metavar="LIST",
-        help=f"comma-separated client thread counts (default: {','.join(map(str, DEFAULT_CLIENTS))})",
-    )
-    parser.add_argument(
-        "--workloads",
-        type=_workload_list,
-        default=list(WORKLOADS),
-        metavar="LIST",
-        help=f"comma-separated workloads (default: {','.join(WORKLOADS)})",
-    )
-    parser.add_argument(
-        "--seconds",
-        type=positive_float,
-        default=DEFAULT_SECONDS,
-        metavar="S",
-        help=f"load duration per workload, client count and engine (default: {DEFAULT_SECONDS:g})",
-    )
-    add_out_dir_argument(parser, f"{OUTPUT_STEM}.md and {OUTPUT_STEM}.json")
-    add_seed_argument(parser)
+    parser = subparsers.add_parser("concurrency", help="N client threads sending batch-1 requests: latency and throughput",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=positive_int_list, default=list(DEFAULT_CLIENTS), metavar="LIST",
+                        help=f"comma-separated client thread counts (default: {','.join(map(str, DEFAULT_CLIENTS))})")
+    parser.add_argument("--workloads", type=_workload_list, default=list(WORKLOADS), metavar="LIST",
+                        help=f"comma-separated workloads (default: {','.join(WORKLOADS)})")
+    parser.add_argument("--seconds", type=positive_float, default=DEFAULT_SECONDS, metavar="S",
+                        help=f"load duration per workload, client count and engine (default: {DEFAULT_SECONDS:g})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
+    lab_options.add_output_arguments(parser, "concurrency.md and concurrency.json")
     parser.set_defaults(handler=run, parser=parser)
 
 
@@ -504,15 +440,11 @@ def _torch_threads(count: Optional[int]) -> Optional[int]:
 
 
 def run(args: argparse.Namespace, command: str) -> int:
-    from fastlstm.bench import machine
-
     workloads = [WORKLOADS[name] for name in args.workloads]
     total = len(workloads) * len(args.clients)
-    progress(
-        f"fastlstm bench concurrency: workloads {','.join(args.workloads)}, clients "
-        f"{','.join(map(str, args.clients))}, ~{args.seconds:g} s per engine each ({total} measurements)"
-    )
-    date = now_text()
+    progress(f"lab concurrency: workloads {','.join(args.workloads)}, clients {','.join(map(str, args.clients))}, "
+             f"~{args.seconds:g} s per engine each ({total} measurements)")
+    run = run_info(command)
     done = [0]
 
     def on_done(message: str) -> None:
@@ -524,13 +456,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         results = [run_workload(w, args.clients, args.seconds, args.seed, on_done) for w in workloads]
     finally:
         _torch_threads(previous_torch_threads)
-
-    notes = list(dict.fromkeys(note for result in results for note in result.notes))
     settings = {"clients": args.clients, "workloads": args.workloads, "seconds": args.seconds, "seed": args.seed}
-    common: Dict[str, Any] = dict(machine=machine.describe_machine(), command=command, date=date, notes=notes)
-    markdown = render_markdown(results, args.seconds, **common)
-    json_text = render_json(results, settings, **common)
-    publish(args.out_dir, {f"{OUTPUT_STEM}.md": markdown, f"{OUTPUT_STEM}.json": json_text}, markdown)
+    document = concurrency_report(results, settings, run)
+    publish(document, lab_options.output_dir(args), "concurrency")
     if any(result.mismatch for result in results):
         progress("!! fastlstm's output differs from torch's (see Notes)")
         return EXIT_MISMATCH

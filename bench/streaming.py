@@ -1,4 +1,4 @@
-"""`fastlstm bench stream`: the cost of one streaming step at batch 1, the way a service calls it.
+"""`lab.py streaming`: the cost of one streaming step at batch 1, the way a service calls it.
 
 A stream feeds one frame at a time and carries (h, c) from call to call, so every variant here does
 exactly that (each timed call continues the stream from the previous call's state):
@@ -9,8 +9,9 @@ exactly that (each timed call continues the stream from the previous call's stat
 - ORT on an export whose graph inputs are x, h0 and c0 (its state outputs fed back as the next inputs).
 
 Before timing, each variant's one step from the same random (h0, c0) is checked against torch's.
-Timing is the standard suite's: one process, variants interleaved, primed, per-call perf_counter_ns.
-The target (issue): fastlstm's step at I=64, H=128 in at most 5 microseconds.
+Timing is the package's: one process, variants interleaved, primed, per-call perf_counter_ns.
+The target: fastlstm's step at I=64, H=128 in at most 5 microseconds. Writes stream.md and stream.json;
+exit status 1 if any variant's step differs from torch's.
 """
 
 from __future__ import annotations
@@ -21,33 +22,26 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+import lab_options
 from fastlstm.bench import report
-from fastlstm.bench.configs import CONFIGS_BY_NAME, BenchConfig, select_configs
-from fastlstm.bench.engines import ENGINE_LABELS, Outputs, create_onnx_session, fastlstm_model, fastlstm_threads_text
-from fastlstm.bench.options import (
-    add_budget_arguments,
-    add_engines_argument,
-    add_out_dir_argument,
-    add_priming_argument,
-    add_seed_argument,
-    budget_text,
+from fastlstm.bench.cli import (
+    add_timing_arguments,
     case_progress,
-    check_priming,
     mismatch_status,
-    now_text,
     positive_int,
     progress,
     publish,
-    suite_settings,
+    run_info,
+    settings_from,
 )
+from fastlstm.bench.configs import CONFIGS_BY_NAME, BenchConfig, select_configs
+from fastlstm.bench.engines import ENGINE_LABELS, Outputs, create_onnx_session, fastlstm_model, fastlstm_threads_text
 from fastlstm.bench.suite import CaseResult, SuiteSettings, Variant, run_variants
-from fastlstm.bench.timing import measure_timer_floor_ns
 from fastlstm.bench.weights import BENCH_DTYPE, WeightSource, make_input, random_weights
 
 DEFAULT_CONFIGS = "stream-step-h128,stream-step-h512"
 TARGET_CONFIG = "stream-step-h128"  # I64 H128: the issue's streaming target
 TARGET_US = 5.0
-OUTPUT_STEM = "stream"
 STATE_SCALE = 0.5  # the checked step starts from a random state of this scale, not zeros
 
 KEY_STEP = "fastlstm_step_out"
@@ -76,8 +70,6 @@ def initial_state(config: BenchConfig, seed: int) -> Tuple[np.ndarray, np.ndarra
 class FastlstmStepInPlace:
     """`model.step(x_t, (h, c), out=(y, h, c))`: no allocation, the stream's state updated in place."""
 
-    name = "fastlstm"
-
     def __init__(self, model: Any, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, threads: int) -> None:
         self._model, self._x_t, self._h0, self._c0, self._threads = model, x[0], h0, c0, threads
         self._state = (h0.copy(), c0.copy())
@@ -101,8 +93,6 @@ class FastlstmStepInPlace:
 class FastlstmCall:
     """`out, state = model(x_t[None], state)`: the general forward on a one-step sequence."""
 
-    name = "fastlstm"
-
     def __init__(self, model: Any, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, threads: int) -> None:
         self._model, self._x, self._h0, self._c0, self._threads = model, x, h0, c0, threads
         self._state = state = [(h0.copy(), c0.copy())]
@@ -124,8 +114,6 @@ class FastlstmCall:
 
 class TorchStep:
     """`out, state = lstm(x, state)` under inference_mode, on tensors made once."""
-
-    name = "torch"
 
     def __init__(self, lstm: Any, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, threads: int) -> None:
         import torch
@@ -155,8 +143,6 @@ class TorchStep:
 
 class OnnxRuntimeStep:
     """ORT on an export with h0/c0 as graph inputs; each call feeds back the previous call's states."""
-
-    name = "ort"
 
     def __init__(self, lstm: Any, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, threads: int) -> None:
         self._check_feed = {"x": x, "h0": h0, "c0": c0}
@@ -197,7 +183,7 @@ def stream_variants(h0: np.ndarray, c0: np.ndarray, engines: Sequence[str], thre
 
     def builder(engine: str, adapter: Any) -> Callable[[WeightSource, np.ndarray], Any]:
         def build(source: WeightSource, x: np.ndarray) -> Any:
-            # fastlstm variants share the case's one packed model (see suite.share_fastlstm_model).
+            # fastlstm variants share the case's one packed model (suite.run_variants).
             network = fastlstm_model(source) if engine == "fastlstm" else source.torch_lstm
             return adapter(network, x, h0, c0, threads)
 
@@ -221,6 +207,7 @@ def torch_step_reference(source: WeightSource, x: np.ndarray, h0: np.ndarray, c0
 
 
 def run_stream_case(config: BenchConfig, settings: SuiteSettings, threads: int) -> CaseResult:
+    """Check and time every variant's step on config's network."""
     source = random_weights(config, settings.seed)
     x = make_input(config, settings.seed)
     h0, c0 = initial_state(config, settings.seed)
@@ -246,160 +233,65 @@ def stream_table(cases: Sequence[CaseResult], labels: Dict[str, str]) -> str:
     rows = []
     for case in cases:
         row = [case.config.name, case.config.describe()] + [report.time_cell(case, key) for key in keys]
-        row += [report.format_ratio(report.time_ratio(case, KEY_STEP, key)) for key in baselines]
-        rows.append(row)
+        rows.append(row + [report.format_ratio(report.time_ratio(case, KEY_STEP, key)) for key in baselines])
     return report.markdown_table(header, rows)
 
 
-def _target_text(cases: Sequence[CaseResult]) -> str:
+def stream_report(cases: List[CaseResult], settings: SuiteSettings, labels: Dict[str, str],
+                  run: Dict[str, Any]) -> report.Report:
+    """The report; run is cli.run_info's."""
     verdict = target_verdict(cases)
     shape = CONFIGS_BY_NAME[TARGET_CONFIG].lstm
     goal = f"fastlstm step(out=) at I={shape.input_size}, H={shape.hidden_size} in <= {TARGET_US:g} us per step"
-    if verdict is None:
-        return f"Target ({goal}): not measured in this run."
-    median, met = verdict
-    return f"Target ({goal}): median {median:.2f} us, {'MET' if met else 'MISSED'}."
-
-
-def render_markdown(
-    cases: Sequence[CaseResult],
-    settings: SuiteSettings,
-    labels: Dict[str, str],
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    timer_floor_ns: float,
-    notes: Sequence[str],
-) -> str:
-    lines = [
-        "# fastlstm streaming: one step at batch 1",
-        "",
-        *report.header_lines(machine, date, command),
-        f"- threads per engine: {settings.threads}; timing: one process, variants interleaved round-robin "
-        f"(rotating order), {report.timing_budget_text(settings)}, per-call perf_counter_ns; harness floor "
-        f"{timer_floor_ns:.0f} ns/call (included in every number below)",
-        f"- {report.priming_text(settings.priming_seconds)}",
-        "- every call continues the stream: it starts from the state the previous call left",
-    ]
-    for label, detail in report.engine_details(cases).items():
-        lines.append(f"- {label}: {detail}")
-    lines += [
-        "",
-        "## Time per step (microseconds, median / p90)",
-        "",
-        "step(out=)/X is fastlstm step(out=)'s median over X's: below 1 means fastlstm is faster.",
-        "",
-        stream_table(cases, labels),
-        "",
-        _target_text(cases),
-    ]
-    lines += report.notes_section(notes)
-    return "\n".join(lines) + "\n"
-
-
-def render_json(
-    cases: Sequence[CaseResult],
-    settings: SuiteSettings,
-    machine: Dict[str, Any],
-    command: str,
-    date: str,
-    timer_floor_ns: float,
-    notes: Sequence[str],
-) -> str:
-    verdict = target_verdict(cases)
-    return report.to_json(
-        {
-            "command": command,
-            "date": date,
-            "machine": machine,
+    target = "not measured in this run." if verdict is None else f"median {verdict[0]:.2f} us, {'MET' if verdict[1] else 'MISSED'}."
+    header = report.header_lines(run["machine"], run["date"], run["command"])
+    header += report.timing_lines(settings, run["timer_floor_ns"], what="variants")
+    header += ["every call continues the stream: it starts from the state the previous call left"]
+    table = stream_table(cases, labels)
+    return report.Report(
+        title="fastlstm streaming: one step at batch 1",
+        header=header + report.engine_lines(cases),
+        sections=[("Time per step (microseconds, median / p90)",
+                   f"step(out=)/X is fastlstm step(out=)'s median over X's: below 1 means fastlstm is faster.\n\n{table}\n\n"
+                   f"Target ({goal}): {target}")],
+        notes=report.merged_notes(cases),
+        data={
+            **run,
             "settings": report.settings_json(settings),
-            "timer_floor_ns": timer_floor_ns,
-            "target": {
-                "config": TARGET_CONFIG,
-                "variant": KEY_STEP,
-                "target_us": TARGET_US,
-                "median_us": None if verdict is None else verdict[0],
-                "met": None if verdict is None else verdict[1],
-            },
-            "cases": [
-                {
-                    "config": case.config.to_dict(),
-                    "shape": case.config.describe(),
-                    "rounds": case.rounds,
-                    "warmup_rounds": case.warmup_rounds,
-                    "variants": {key: report.engine_result_json(case.config, r) for key, r in case.engines.items()},
-                    "step_time_over_torch": report.time_ratio(case, KEY_STEP, "torch"),
-                    "step_time_over_ort": report.time_ratio(case, KEY_STEP, "ort"),
-                    "notes": case.notes,
-                }
-                for case in cases
-            ],
-            "notes": list(notes),
-        }
+            "target": {"config": TARGET_CONFIG, "variant": KEY_STEP, "target_us": TARGET_US,
+                       "median_us": None if verdict is None else verdict[0], "met": None if verdict is None else verdict[1]},
+            "cases": [{**report.case_json(case), "step_time_over_torch": report.time_ratio(case, KEY_STEP, "torch"),
+                       "step_time_over_ort": report.time_ratio(case, KEY_STEP, "ort")} for case in cases],
+        },
     )
-
-
-# ----------------------------------------------------------------------------------------- CLI
-DESCRIPTION = __doc__.split("\n\n", 1)[1] + """
-Writes stream.md and stream.json into --out-dir; exit status 1 if any variant's step differs from torch's.
-"""
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "stream",
-        help="one streaming step at batch 1: fastlstm step(out=) vs model() vs torch vs ORT",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--configs",
-        default=DEFAULT_CONFIGS,
-        metavar="NAMES",
-        help=f"standard configs whose network takes the step (T and B are set to 1), or 'all' "
-        f"(default: {DEFAULT_CONFIGS}). Choices: " + ", ".join(CONFIGS_BY_NAME),
-    )
+    parser = subparsers.add_parser("streaming", help="one streaming step at batch 1: fastlstm step(out=) vs model() vs torch vs ORT",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, metavar="NAMES",
+                        help=f"standard configs whose network takes the step (T and B set to 1), or 'all' (default: {DEFAULT_CONFIGS})")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
-    add_engines_argument(parser)
-    add_budget_arguments(parser)
-    add_priming_argument(parser)
-    add_out_dir_argument(parser, f"{OUTPUT_STEM}.md and {OUTPUT_STEM}.json")
-    add_seed_argument(parser)
+    add_timing_arguments(parser)
+    lab_options.add_priming_argument(parser)
+    lab_options.add_output_arguments(parser, "stream.md and stream.json")
     parser.set_defaults(handler=run, parser=parser)
 
 
 def run(args: argparse.Namespace, command: str) -> int:
     parser: argparse.ArgumentParser = args.parser
-    check_priming(args, parser)
     try:
         configs = [step_config(config) for config in select_configs(args.configs)]
     except ValueError as error:
         parser.error(str(error))
-
-    from fastlstm.bench import machine
-
-    settings = suite_settings(args, args.engines, args.threads)
+    settings = settings_from(args, args.threads, priming_seconds=lab_options.priming_seconds(args, parser))
     labels = variant_labels(args.engines)
-    progress(
-        f"fastlstm bench stream: {len(configs)} config(s), variants {', '.join(labels.values())}, "
-        f"{args.threads} thread(s), {budget_text(args)} each, priming {args.prime_ms:g} ms per turn"
-    )
-    date = now_text()
-    timer_floor_ns = measure_timer_floor_ns()
+    progress(f"lab streaming: {len(configs)} config(s), variants {', '.join(labels.values())}, {args.threads} thread(s)")
+    run = run_info(command)
     cases = []
     for index, config in enumerate(configs, start=1):
-        case = run_stream_case(config, settings, args.threads)
-        case_progress(index, len(configs), case)
-        cases.append(case)
-
-    common = dict(
-        machine=machine.describe_machine(),
-        command=command,
-        date=date,
-        timer_floor_ns=timer_floor_ns,
-        notes=report.merged_notes([], cases),
-    )
-    markdown = render_markdown(cases, settings, labels, **common)
-    json_text = render_json(cases, settings, **common)
-    publish(args.out_dir, {f"{OUTPUT_STEM}.md": markdown, f"{OUTPUT_STEM}.json": json_text}, markdown)
+        cases.append(run_stream_case(config, settings, args.threads))
+        case_progress(index, len(configs), cases[-1])
+    document = stream_report(cases, settings, labels, run)
+    publish(document, lab_options.output_dir(args), "stream")
     return mismatch_status(cases)

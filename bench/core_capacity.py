@@ -4,7 +4,7 @@ A multi-thread speedup means little without it. On a shared virtual machine two 
 cores in one minute and, in the next, two hyperthreads of one core (or one core time-sliced): on the
 host these benchmarks were written on, an FMA loop on both vCPUs at once ran at 94 + 96 GFLOP/s in
 one test and at 66 + 51 in another a few minutes earlier, against 97 on one vCPU alone. With the
-second kind of placement no engine can gain much from a second thread, so `bench threads` samples
+second kind of placement no engine can gain much from a second thread, so `lab.py threads` samples
 this capacity after every config and prints it next to the speedups.
 
 Each CPU runs single-threaded numpy sgemm in its own process, pinned to that CPU; the processes start
@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from fastlstm.bench.machine import SINGLE_THREAD_ENV
+from machine_rates import SINGLE_THREAD_ENV
 
 WINDOW_SECONDS = 0.4  # each process's timed window: ~130 sgemm calls of 512^3
 START_DELAY_SECONDS = 0.5  # time for every process to import numpy before the common start
