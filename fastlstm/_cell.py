@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _interop
 from ._config import LSTMConfig, normalize_dtype
-from ._model import LSTM, check_dtype
+from ._model import LSTM, check_dtype, torch_module_weights
 from ._state_dict import _as_float_array, _list_keys, choose_prefix, find_prefixes, flatten_state_dict
 
 __all__ = ["LSTMCell"]
@@ -85,7 +85,8 @@ class LSTMCell:
     # ----------------------------------------------------------------------------- constructors
     @classmethod
     def from_torch(cls, module: Any) -> "LSTMCell":
-        """Copy the weights of a live `torch.nn.LSTMCell` (any mode, device or float dtype)."""
+        """Copy the weights of a live `torch.nn.LSTMCell` (any mode, device or float dtype); weights
+        under weight or spectral normalisation are folded, as `LSTM.from_torch` does."""
         torch = _interop.loaded_torch()
         if torch is None or not isinstance(module, torch.nn.LSTMCell):
             hint = ""
@@ -95,8 +96,9 @@ class LSTMCell:
                 f"LSTMCell.from_torch expects a torch.nn.LSTMCell, got "
                 f"{type(module).__module__}.{type(module).__name__}{hint}"
             )
-        state = {name: p.detach().cpu() for name, p in module.named_parameters()}
-        sizes, arrays = _extract_cell(state, prefix="")
+        # The weights the module computes (weight_norm and spectral_norm folded; meta refused).
+        names = _CELL_NAMES if module.bias else _CELL_NAMES[:2]
+        sizes, arrays = _extract_cell(torch_module_weights(module, names), prefix="")
         return cls._from_lstm(_lstm_from_cell_arrays(sizes, arrays))
 
     @classmethod

@@ -14,6 +14,17 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # of a MemoryError or an index overflow.
 MAX_PARAMETER_ELEMENTS = 2**31
 MAX_MODEL_BYTES = 2**34
+# Per-dimension caps, the same as the C++ core's (csrc/bindings.cc, make_dims): checked here too so
+# that the error names the dimension and its limit. 2**24 keeps every product of sizes in int64.
+MAX_DIMENSION = 2**24
+MAX_NUM_LAYERS = 1024
+# The pickle and other small records of a .pt file (not its tensor data), which torch reads whole:
+# a 1024-layer bidirectional LSTM checkpoint with Adam state pickles to 3.5 MB.
+MAX_PICKLE_BYTES = 2**24
+
+# Integers in weight file metadata: plain ASCII digits (int() also takes " 3", "+3", "1_2" and
+# other scripts' digits), and no more than int64 holds.
+_METADATA_INT = re.compile(r"[0-9]{1,19}")
 
 # nn.LSTM parameter names: weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0, ...
 PARAMETER_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
@@ -62,11 +73,22 @@ class LSTMConfig:
             raise ValueError(f"num_layers must be positive, got {self.num_layers}")
         if self.proj_size < 0:
             raise ValueError(f"proj_size must be >= 0, got {self.proj_size}")
+        self._check_limits()
         if self.proj_size >= self.hidden_size:
             raise ValueError(
                 f"proj_size must be smaller than hidden_size, got proj_size={self.proj_size} "
                 f"and hidden_size={self.hidden_size}"
             )
+
+    def _check_limits(self) -> None:
+        limits = (("input_size", MAX_DIMENSION, "2**24"), ("hidden_size", MAX_DIMENSION, "2**24"),
+                  ("num_layers", MAX_NUM_LAYERS, "2**10"), ("proj_size", MAX_DIMENSION, "2**24"))
+        for name, limit, power in limits:
+            value = getattr(self, name)
+            if value > limit:
+                raise ValueError(
+                    f"{name}={value} is too large: fastlstm accepts {name} of at most {limit} ({power})"
+                )
 
     @property
     def num_directions(self) -> int:
@@ -156,12 +178,7 @@ class LSTMConfig:
         for name in ints:
             if name not in metadata:
                 raise ValueError(f"weight file metadata is missing {name!r}")
-            try:
-                values[name] = int(metadata[name])
-            except ValueError:
-                raise ValueError(
-                    f"weight file metadata {name!r} must be an integer, got {metadata[name]!r}"
-                ) from None
+            values[name] = _metadata_int(name, metadata[name])
         for name in bools:
             if name not in metadata:
                 raise ValueError(f"weight file metadata is missing {name!r}")
@@ -171,3 +188,18 @@ class LSTMConfig:
                 )
             values[name] = metadata[name] == "True"
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _metadata_int(name: str, text: object) -> int:
+    """A metadata integer: plain ASCII digits only, so that a file means the same to every reader."""
+    if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) > 19:
+        raise ValueError(
+            f"weight file metadata {name!r} is too large: {len(text)} digits, and fastlstm accepts "
+            f"at most {MAX_DIMENSION} per dimension and {MAX_NUM_LAYERS} layers"
+        )
+    if not isinstance(text, str) or not _METADATA_INT.fullmatch(text):
+        raise ValueError(
+            f"weight file metadata {name!r} must be an integer written in plain ASCII digits "
+            f"(0-9, nothing else), got {text!r}"
+        )
+    return int(text)

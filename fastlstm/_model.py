@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -66,7 +67,15 @@ class LSTM:
         self._setup(config, float(dropout), weights)
 
     def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray]) -> None:
-        dtype = next(iter(weights.values())).dtype
+        names = list(config.parameter_shapes())
+        if set(weights) != set(names):
+            raise ValueError(
+                f"the weights do not match {config}: missing {sorted(set(names) - set(weights))}, "
+                f"unexpected {sorted(set(weights) - set(names))}"
+            )
+        dtype = weights[names[0]].dtype
+        # By name, in nn.LSTM's order: the core takes them by position, and a mapping's own order
+        # (an unpickled or hand-made dict) is not to be trusted.
         packed = _PACKED_CLASSES[dtype](
             config.input_size,
             config.hidden_size,
@@ -74,7 +83,7 @@ class LSTM:
             config.bias,
             config.bidirectional,
             config.proj_size,
-            list(weights.values()),
+            [weights[name] for name in names],
         )
         fields = {
             "_config": config,
@@ -92,19 +101,48 @@ class LSTM:
 
     @classmethod
     def _from_validated(cls, config: LSTMConfig, weights: Dict[str, np.ndarray], dropout: float = 0.0) -> "LSTM":
+        """From weights extract_lstm has validated for `config` (pickles written by earlier versions
+        also rebuild through here; _setup packs by name whatever the dict's order)."""
         model = cls.__new__(cls)
         model._setup(config, dropout, weights)
         return model
 
+    @classmethod
+    def _from_pickle(cls, config: Any, weights: Any, dropout: Any = 0.0) -> "LSTM":
+        """Unpickle: validate the weights by name against the pickled config, as any other
+        constructor does, rather than trust a pickle that may have been edited or assembled by hand."""
+        if not isinstance(config, LSTMConfig):
+            raise TypeError(f"cannot unpickle fastlstm.LSTM: expected an LSTMConfig, got {type(config).__name__}")
+        if not isinstance(weights, Mapping):
+            raise TypeError(f"cannot unpickle fastlstm.LSTM: expected a mapping of weights, got {type(weights).__name__}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"cannot unpickle fastlstm.LSTM: dropout must be a number in [0, 1], got {dropout!r}")
+        try:
+            # prefix="": the names must be nn.LSTM's own; copy=False: the arrays are the pickle's.
+            inferred, checked = extract_lstm(weights, prefix="", batch_first=config.batch_first, copy=False)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"cannot unpickle fastlstm.LSTM: {exc}") from None
+        if inferred != config:
+            raise ValueError(f"cannot unpickle fastlstm.LSTM: the pickled weights describe {inferred}, "
+                             f"but its config is {config}")
+        return cls._from_validated(config, checked, float(dropout))
+
     # ----------------------------------------------------------------------------- constructors
     @classmethod
     def from_torch(cls, module: Any) -> "LSTM":
-        """Copy the weights of a live `torch.nn.LSTM` (any mode, device or float dtype)."""
+        """Copy the weights of a live `torch.nn.LSTM` (any mode, device or float dtype).
+
+        Weights under weight or spectral normalisation (`torch.nn.utils.parametrizations` or the
+        older `torch.nn.utils.weight_norm`/`spectral_norm` hooks) are folded: what is copied is the
+        weight the module computes in eval mode. The module itself is left as it was.
+        """
         torch = _interop.loaded_torch()
         if torch is None or not isinstance(module, torch.nn.LSTM):
             raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__module__}.{type(module).__name__}")
-        state = {name: p.detach().cpu() for name, p in module.named_parameters()}
-        config, weights = extract_lstm(state, prefix="", batch_first=bool(module.batch_first))
+        config = LSTMConfig(module.input_size, module.hidden_size, module.num_layers, bool(module.bias),
+                            bool(module.batch_first), bool(module.bidirectional), module.proj_size)
+        state = torch_module_weights(module, config.parameter_shapes())
+        config, weights = extract_lstm(state, prefix="", batch_first=config.batch_first)
         return cls._from_validated(config, weights, float(module.dropout))
 
     @classmethod
@@ -121,7 +159,15 @@ class LSTM:
         return cls._from_validated(config, weights)
 
     def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write a torch-free `.safetensors` file (nn.LSTM names + hyperparameters) for `fastlstm.load`."""
+        """Write a torch-free `.safetensors` file (nn.LSTM names + hyperparameters) for `fastlstm.load`.
+
+        The path must end in `.safetensors` (any case): it is the one format that keeps every
+        hyperparameter (batch_first too) and loads without torch or pickle, and writing it under
+        another name would give a file that `load` misreads, so any other suffix raises ValueError.
+        For a PyTorch state_dict, save `{k: torch.from_numpy(v) for k, v in model.state_dict().items()}`
+        with `torch.save`. The file is written beside the path and renamed into place: readers
+        never see half a file, and concurrent saves to one path each succeed (the last one wins).
+        """
         write_safetensors(path, self._weights, self._config)
 
     def state_dict(self) -> Dict[str, np.ndarray]:
@@ -167,7 +213,7 @@ class LSTM:
         raise AttributeError(f"fastlstm.LSTM is immutable; cannot delete {name!r}")
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (LSTM._from_validated, (self._config, self._weights, self._dropout))
+        return (LSTM._from_pickle, (self._config, self._weights, self._dropout))
 
     # ----------------------------------------------------------------------------- forward
     def __call__(
@@ -350,6 +396,65 @@ class LSTM:
         if not (value.flags.c_contiguous and value.flags.aligned):
             value = np.array(value, order="C")  # a fresh array is contiguous and aligned
         return value
+
+
+def torch_module_weights(module: Any, names: Any) -> Dict[str, Any]:
+    """The effective weights `names` of a torch RNN module, as detached CPU tensors.
+
+    getattr rather than named_parameters: under a parametrization (weight_norm, spectral_norm,
+    or any other) or the older normalisation hooks, the weight is computed from other parameters
+    (weight_hh_l0_g and _v, parametrizations.weight_hh_l0.original0...) and is no parameter
+    itself. The computation is done as in eval mode and without touching the module's state:
+    spectral norm's power iteration, which runs in training mode, would update its buffers.
+    """
+    torch = _interop.loaded_torch()
+    hooks = _normalisation_hooks(module)
+    parametrizations = getattr(module, "parametrizations", {})
+    weights: Dict[str, Any] = {}
+    with torch.no_grad(), _eval_mode([parametrizations[n] for n in names if n in parametrizations]):
+        for name in names:
+            if name in hooks:
+                value = hooks[name](module)
+            elif name in parametrizations or hasattr(module, name):
+                value = getattr(module, name)
+            else:
+                raise ValueError(f"the {type(module).__name__} has no parameter {name!r}")
+            if getattr(value, "is_meta", False):
+                raise ValueError(
+                    f"the {type(module).__name__}'s weights are on the meta device (shapes without "
+                    f"values, not materialized): load a state_dict into it first "
+                    f"(module.to_empty(device='cpu') then module.load_state_dict(...))"
+                )
+            weights[name] = value.detach().cpu()
+    return weights
+
+
+def _normalisation_hooks(module: Any) -> Dict[str, Any]:
+    """Weight name -> function computing it, for torch.nn.utils.weight_norm/spectral_norm hooks,
+    whose forward pre-hook recomputes the weight (the attribute can be stale until a forward)."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    hooks: Dict[str, Any] = {}
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm):
+            hooks[hook.name] = hook.compute_weight
+        elif isinstance(hook, SpectralNorm):
+            hooks[hook.name] = lambda m, hook=hook: hook.compute_weight(m, do_power_iteration=False)
+    return hooks
+
+
+@contextlib.contextmanager
+def _eval_mode(modules: Any) -> Iterator[None]:
+    """Put modules (and their submodules) in eval mode for a block; restore each one's mode after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module, _ in modes:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _numpy_pair(hx: Any) -> bool:

@@ -14,7 +14,7 @@ serving from ``.safetensors``/``.npz`` files works without torch installed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ __all__ = [
     "check_parameter_sizes",
     "flatten_state_dict",
     "find_lstm_prefixes",
+    "locate_lstm",
     "extract_lstm",
 ]
 
@@ -35,6 +36,10 @@ _MAX_KEYS_IN_MESSAGE = 12
 
 _HALF_DTYPES = ("float16", "bfloat16")
 
+# Checkpoints nest a few levels (checkpoint -> model -> submodule ...); far deeper is a hostile or
+# broken file, and refusing it keeps error paths from needing Python's recursion limit.
+MAX_NESTING = 64
+
 
 def flatten_state_dict(obj: Mapping) -> Dict[str, Any]:
     """Flatten nested mappings into one level with dotted keys.
@@ -42,27 +47,51 @@ def flatten_state_dict(obj: Mapping) -> Dict[str, Any]:
     Checkpoints nest the model's state_dict under arbitrary names (``model_state_dict``,
     ``state_dict``, ``model``...); flattening lets one prefix search find the LSTM wherever it
     is, with the prefix telling the user where it was found. Leaves that are not mappings
-    (tensors, arrays, numbers, lists) are kept as they are.
+    (tensors, arrays, numbers, lists) are kept as they are. A mapping that contains itself (a
+    pickle can hold cycles) or nesting deeper than MAX_NESTING levels is refused with a ValueError.
     """
     if not isinstance(obj, Mapping):
         raise TypeError(
             f"expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}"
         )
     flat: Dict[str, Any] = {}
-    _flatten_into(obj, "", flat)
+    # Iterative depth-first walk, in the mappings' own order. `path` holds the ids of the mappings
+    # from the root to the current one: meeting one of them again is a cycle, whereas the same
+    # mapping under two names (tied weights) is not.
+    stack: List[Tuple[Iterator[Tuple[Any, Any]], str]] = [(iter(obj.items()), "")]
+    path: List[int] = [id(obj)]
+    while stack:
+        items, prefix = stack[-1]
+        for key, value in items:
+            name = prefix + str(key)
+            if isinstance(value, Mapping):
+                _check_nesting(value, name, path)
+                stack.append((iter(value.items()), name + "."))
+                path.append(id(value))
+                break
+            if name in flat:
+                # e.g. {"a.b": x, "a": {"b": y}}: silently picking one could load the wrong weights.
+                raise ValueError(f"state_dict key {name!r} occurs twice once nested keys are joined")
+            flat[name] = value
+        else:
+            stack.pop()
+            path.pop()
     return flat
 
 
-def _flatten_into(obj: Mapping, prefix: str, flat: Dict[str, Any]) -> None:
-    for key, value in obj.items():
-        name = prefix + str(key)
-        if isinstance(value, Mapping):
-            _flatten_into(value, name + ".", flat)
-            continue
-        if name in flat:
-            # e.g. {"a.b": x, "a": {"b": y}}: silently picking one could load the wrong weights.
-            raise ValueError(f"state_dict key {name!r} occurs twice once nested keys are joined")
-        flat[name] = value
+def _check_nesting(value: Mapping, name: str, path: List[int]) -> None:
+    """Refuse entering `value` (under key `name`) if it is on the current path or too deep."""
+    shown = name if len(name) <= 100 else name[:100] + "..."
+    if id(value) in path:
+        raise ValueError(
+            f"state_dict key {shown!r} refers back to a mapping that contains it (a cycle); a "
+            f"state_dict must be a tree of names and tensors"
+        )
+    if len(path) >= MAX_NESTING:
+        raise ValueError(
+            f"the state_dict is nested more than {MAX_NESTING} levels deep (at key {shown!r}); "
+            f"real checkpoints nest a few levels"
+        )
 
 
 def find_lstm_prefixes(flat: Mapping[str, Any]) -> List[str]:
@@ -87,10 +116,28 @@ def find_prefixes(flat: Mapping[str, Any], anchor: str) -> List[str]:
     return prefixes
 
 
+def locate_lstm(
+    state_dict: Mapping,
+    prefix: Optional[str] = None,
+    batch_first: bool = False,
+) -> Tuple[LSTMConfig, str]:
+    """Find and validate one nn.LSTM's weights as extract_lstm does, copying nothing: return its
+    config and the prefix its keys sit under.
+
+    File loaders run it on zero-byte stand-ins of the arrays a file declares (their shapes and
+    dtypes), so that nothing is read before the file is known to hold a loadable LSTM, and then
+    read only the keys the LSTM uses.
+    """
+    config, found, _ = _find_and_check(state_dict, prefix, batch_first)
+    return config, found
+
+
 def extract_lstm(
     state_dict: Mapping,
     prefix: Optional[str] = None,
     batch_first: bool = False,
+    *,
+    copy: bool = True,
 ) -> Tuple[LSTMConfig, Dict[str, np.ndarray]]:
     """Find one nn.LSTM's weights, infer its config, and return validated read-only copies.
 
@@ -102,8 +149,30 @@ def extract_lstm(
     ``batch_first`` is not recorded in weights, so the caller supplies it.
 
     The returned arrays are owned, C-contiguous, read-only, all float32 or all float64, keyed
-    by nn.LSTM's own names (without the prefix) in nn.LSTM's order.
+    by nn.LSTM's own names (without the prefix) in nn.LSTM's order. ``copy=False`` is for arrays
+    the caller has just made (read from a file, unpickled) and nobody else holds: those already in
+    native byte order and C-contiguous are then made read-only in place instead of copied, so that
+    loading a model does not hold its weights twice.
     """
+    config, prefix, arrays = _find_and_check(state_dict, prefix, batch_first)
+    weights: Dict[str, np.ndarray] = {}
+    for name in config.parameter_shapes():
+        array = arrays[name]
+        native = array.dtype.newbyteorder("=")
+        if copy or array.dtype != native or not (array.flags.c_contiguous and array.flags.aligned):
+            # A copy we own: later edits to the user's module or file buffer must not reach a
+            # packed model, and the C++ side can rely on native byte order and contiguity.
+            array = np.array(array, dtype=native, order="C", copy=True)
+        array.flags.writeable = False
+        weights[name] = array
+    return config, weights
+
+
+def _find_and_check(
+    state_dict: Mapping, prefix: Optional[str], batch_first: bool
+) -> Tuple[LSTMConfig, str, Dict[str, np.ndarray]]:
+    """The config, the prefix and the arrays (views, keyed by nn.LSTM's names) of the one nn.LSTM
+    in `state_dict`, after every check, the size limits included."""
     if not isinstance(batch_first, (bool, np.bool_)):
         raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
     flat = flatten_state_dict(state_dict)
@@ -126,16 +195,7 @@ def extract_lstm(
     itemsize = np.dtype(next(iter(arrays.values())).dtype).itemsize
     check_parameter_sizes(((prefix + name, shape, itemsize) for name, shape in expected.items()),
                           "the nn.LSTM weights")
-
-    weights: Dict[str, np.ndarray] = {}
-    for name in expected:
-        array = arrays[name]
-        # A copy we own: later edits to the user's module or file buffer must not reach a
-        # packed model, and the C++ side can rely on native byte order and contiguity.
-        copy = np.array(array, dtype=array.dtype.newbyteorder("="), order="C", copy=True)
-        copy.flags.writeable = False
-        weights[name] = copy
-    return config, weights
+    return config, prefix, arrays
 
 
 def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], what: str) -> int:

@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,270 @@ def test_compressed_npz_bomb_is_refused_before_inflating(tmp_path):
     assert outcome["peak_rss"] < 512 * 2**20
 
 
+# ------------------------------------------------------------------------------ small files, big claims
+# Each file below is a few megabytes (or a sparse hole) that declares gigabytes. The loader's peak
+# memory is measured in a child process against a baseline child that imports the same modules and
+# loads nothing: the difference may not exceed the parameter bytes of the model it accepts (tiny here)
+# plus LOAD_SLACK. The child's heap is capped, so a regression fails instead of exhausting the machine.
+LOAD_SLACK = 64 * 2**20
+_MIB = 2**20
+
+_PEAK_CHILD = textwrap.dedent(
+    """
+    import json, os, resource, sys
+    path, mode, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if cap:
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+    import zipfile, numpy, fastlstm
+    if path.endswith((".pt", ".pth")):
+        import torch
+    if path.endswith(".safetensors"):
+        import safetensors.numpy
+    outcome = {"type": None, "message": "", "accepted_bytes": 0}
+    if mode == "load":
+        try:
+            model = fastlstm.load(path)
+            outcome["message"] = "loaded"
+            outcome["accepted_bytes"] = sum(a.nbytes for a in model.state_dict().values())
+        except BaseException as exc:
+            outcome.update(type=type(exc).__name__, message=str(exc)[:2000])
+    outcome["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    outcome["peak_rss"] = outcome["ru_maxrss"]
+    try:  # this process's own peak: ru_maxrss can start from the parent's, carried across exec
+        with open("/proc/self/status") as status:
+            outcome["peak_rss"] = next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    print(json.dumps(outcome))
+    """
+)
+
+
+def _run_peak_child(path: Path, mode: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_PARENT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cap = 2 << 30
+    if "libasan" in env.get("LD_PRELOAD", ""):  # RLIMIT_DATA breaks ASan; cap single allocations instead
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":allocator_may_return_null=1:max_allocation_size_mb=2048"
+        cap = 0
+    result = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(path), mode, str(cap)], capture_output=True,
+                            text=True, timeout=120, env=env, cwd=tempfile.gettempdir())
+    assert result.returncode == 0, f"the child crashed (rc {result.returncode}): {result.stderr[-2000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+_BASELINES: dict = {}
+
+
+def load_peak_growth(path: Path) -> dict:
+    """What loading `path` raised (type None if it loaded) and its peak RSS growth over a baseline
+    child importing the same modules (measured once per suffix)."""
+    if path.suffix not in _BASELINES:
+        _BASELINES[path.suffix] = _run_peak_child(path, "baseline")["peak_rss"]
+    outcome = _run_peak_child(path, "load")
+    outcome["growth"] = outcome["peak_rss"] - _BASELINES[path.suffix]
+    return outcome
+
+
+def assert_within_budget(outcome: dict) -> None:
+    budget = outcome["accepted_bytes"] + LOAD_SLACK
+    assert outcome["growth"] <= budget, (
+        f"peak RSS grew by {outcome['growth'] / _MIB:.0f} MiB (budget {budget / _MIB:.0f} MiB): {outcome}")
+
+
+def deflated(prefix: bytes, zeros: int):
+    """(raw deflate stream, CRC-32, size) of `prefix` followed by `zeros` zero bytes. After a full
+    flush deflate forgets its history, so every MiB of zeros compresses to the same block: the
+    stream is built by repetition in milliseconds instead of compressing gigabytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    parts = [compressor.compress(prefix), compressor.flush(zlib.Z_FULL_FLUSH)]
+    chunk = bytes(_MIB)
+    block = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    whole, rest = divmod(zeros, _MIB)
+    parts.append(block * whole)
+    parts.append(compressor.compress(bytes(rest)) + compressor.flush())
+    crc = zlib.crc32(prefix)
+    for _ in range(whole):
+        crc = zlib.crc32(chunk, crc)
+    crc = zlib.crc32(bytes(rest), crc)
+    return b"".join(parts), crc, len(prefix) + zeros
+
+
+def stored(data: bytes):
+    return data, zlib.crc32(data), len(data)
+
+
+def write_zip(path: Path, members) -> None:
+    """A zip archive from (name, method, (data, crc, size)) members, written as given: method 0 is
+    stored, 8 deflated (data already compressed). zipfile would refuse duplicate names or recompress."""
+    central = []
+    with open(path, "wb") as handle:
+        for name, method, (data, crc, size) in members:
+            offset, encoded = handle.tell(), name.encode()
+            handle.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data), size,
+                                     len(encoded), 0) + encoded)
+            handle.write(data)
+            central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(data),
+                                       size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded)
+        start = handle.tell()
+        handle.write(b"".join(central))
+        handle.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                                 handle.tell() - start, start, 0))
+
+
+def npy_header(shape, descr: str = "<f4", version=(1, 0)) -> bytes:
+    """A .npy header of any version (3.0 is 2.0 with a UTF-8 header; others are made up)."""
+    text = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode("utf-8")
+    length_format = "<H" if version[0] < 2 else "<I"
+    fixed = 8 + struct.calcsize(length_format)
+    text += b" " * (-(fixed + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY" + bytes(version) + struct.pack(length_format, len(text)) + text
+
+
+def npz_members(arrays: dict, version=(1, 0)):
+    return [(f"{name}.npy", 0, stored(npy_header(a.shape, a.dtype.str, version) + a.tobytes()))
+            for name, a in arrays.items()]
+
+
+@pytest.fixture(scope="module")
+def arrays(module):
+    return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def test_npz_member_that_is_not_an_array_is_refused_unread(tmp_path, arrays):
+    """Valid weights beside notes.txt, 1 GiB of zeros deflated to 1 MB: numpy reads such a member
+    whole, as bytes (2.1 GB peak, and the file then loaded)."""
+    path = tmp_path / "notes.npz"
+    write_zip(path, npz_members(arrays) + [("notes.txt", 8, deflated(b"", 2**30))])
+    outcome = load_peak_growth(path)
+    assert outcome["type"] == "ValueError" and "'notes.txt'" in outcome["message"], outcome
+    assert "notes.npz" in outcome["message"]
+    assert_within_budget(outcome)
+
+
+GIB3 = 3 * 2**30
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["v3-weight-1d", "v3-unused-member", "v1-unused-member"],
+)
+def test_npz_declaring_3_gib_is_not_read(tmp_path, arrays, case):
+    """A 3 MB .npz whose member declares (and holds, deflated) 3 GiB of float32: as weight_ih_l0
+    with a 1-D shape no LSTM has, or as a member the LSTM does not use. Nothing of it may be read:
+    the first is refused by its declared shape, the others load without it. (A version 3.0 header
+    used to skip the size check: 3.1 GB before the refusal.)"""
+    version = (1, 0) if case.startswith("v1") else (3, 0)
+    big = npy_header((GIB3 // 4,), "<f4", version)
+    members = npz_members(arrays)
+    if case == "v3-weight-1d":
+        members = [m for m in members if m[0] != "weight_ih_l0.npy"]
+        members.append(("weight_ih_l0.npy", 8, deflated(big, GIB3)))
+    else:
+        members.append(("embedding.npy", 8, deflated(big, GIB3)))
+    path = tmp_path / f"{case}.npz"
+    write_zip(path, members)
+    assert path.stat().st_size < 8 * _MIB
+    outcome = load_peak_growth(path)
+    if case == "v3-weight-1d":
+        assert outcome["type"] == "ValueError" and "weight_ih_l0" in outcome["message"], outcome
+    else:
+        assert outcome["type"] is None, outcome
+    assert_within_budget(outcome)
+
+
+def test_pt_with_deflated_records_is_refused_uninflated(tmp_path, module):
+    """torch.save stores records uncompressed; a re-packed file can deflate them, and torch.load
+    inflates each record whole before looking at it: a 1 MB file took 1.2 GB. Here an extra tensor's
+    record is 1 GiB of deflated zeros (the pickle still says one float)."""
+    source = tmp_path / "source.pt"
+    torch.save(dict(module.state_dict(), extra=torch.zeros(1)), source)
+    members = []
+    with zipfile.ZipFile(source) as archive:
+        last = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.header_offset)
+        for info in archive.infolist():
+            if info.filename == last.filename:
+                members.append((info.filename, 8, deflated(b"", 2**30)))
+            else:
+                compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+                raw = archive.read(info)
+                members.append((info.filename, 8, (compressor.compress(raw) + compressor.flush(), info.CRC,
+                                                   info.file_size)))
+    path = tmp_path / "deflated.pt"
+    write_zip(path, members)
+    assert path.stat().st_size < 2 * _MIB
+    outcome = load_peak_growth(path)
+    assert outcome["type"] == "ValueError" and "compressed" in outcome["message"], outcome
+    assert "deflated.pt" in outcome["message"] and "tensor record 'source/data/" in outcome["message"]
+    assert_within_budget(outcome)
+
+
+def test_sparse_safetensors_with_an_unused_3_gib_tensor_reads_only_the_lstm(tmp_path, arrays):
+    """A 4 KB sparse file: the LSTM's weights and a 3 GiB tensor the LSTM does not use, all declared
+    honestly. Only the LSTM's weights may be read (the whole file used to be: 6 GB, 18 s)."""
+    path = tmp_path / "junk.safetensors"
+    header, offset, blobs = {}, 0, []
+    for name, array in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        blobs.append(array.tobytes())
+        offset += array.nbytes
+    header["embedding.weight"] = {"dtype": "F32", "shape": [GIB3 // 4], "data_offsets": [offset, offset + GIB3]}
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)) + blob + b"".join(blobs))
+        handle.truncate(8 + len(blob) + offset + GIB3)
+    outcome = load_peak_growth(path)
+    assert outcome["type"] is None, outcome
+    assert_within_budget(outcome)
+
+
+# ------------------------------------------------------------------------------------------ .npz members
+def test_npz_with_version_3_headers_loads(tmp_path, arrays, reference):
+    path = tmp_path / "v3.npz"
+    write_zip(path, npz_members(arrays, version=(3, 0)))
+    assert same_model(fastlstm.load(path), reference)
+
+
+@pytest.mark.parametrize("version", [(0, 0), (1, 1), (2, 1), (4, 0), (255, 255)])
+def test_npz_with_unknown_npy_version_is_refused(tmp_path, arrays, version):
+    path = tmp_path / "future.npz"
+    members = npz_members(arrays)
+    members[1] = (members[1][0], 0, stored(npy_header(arrays["weight_hh_l0"].shape, "<f4", version)
+                                            + arrays["weight_hh_l0"].tobytes()))
+    write_zip(path, members)
+    with pytest.raises(ValueError, match=rf"'weight_hh_l0\.npy'.*version {version[0]}\.{version[1]}") as info:
+        fastlstm.load(path)
+    assert "future.npz" in str(info.value)
+
+
+@pytest.mark.parametrize("names", [("weight_hh_l0.npy", "weight_hh_l0.npy"), ("weight_hh_l0", "weight_hh_l0.npy"),
+                                   ("weight_hh_l0.npy", "weight_hh_l0")])
+def test_npz_with_a_member_name_twice_is_refused(tmp_path, arrays, names):
+    """zip allows duplicate names and np.load silently serves the last (or prefers 'w.npy' to 'w')."""
+    members = [m for m in npz_members(arrays) if m[0] != "weight_hh_l0.npy"]
+    for name, scale in zip(names, (1, -1)):
+        data = arrays["weight_hh_l0"] * scale
+        members.append((name, 0, stored(npy_header(data.shape) + data.tobytes())))
+    path = tmp_path / "twice.npz"
+    write_zip(path, members)
+    with pytest.raises(ValueError, match=r"'weight_hh_l0'.*twice") as info:
+        fastlstm.load(path)
+    assert "twice.npz" in str(info.value)
+
+
+@pytest.mark.parametrize("name,content", [("README", b"weights for..."), ("weight_hh_l0.npy", b"not an array"),
+                                          ("nested/", b""), ("meta.json", b"{}")])
+def test_npz_member_that_is_not_an_npy_array_is_refused(tmp_path, arrays, name, content):
+    members = npz_members(arrays)
+    if name == "weight_hh_l0.npy":
+        members = [m for m in members if m[0] != name]
+    path = tmp_path / "extra.npz"
+    write_zip(path, members + [(name, 0, stored(content))])
+    with pytest.raises(ValueError, match=f"{name!r}.*not an? .npy array") as info:
+        fastlstm.load(path)
+    assert "extra.npz" in str(info.value)
+
+
 # ------------------------------------------------------------------------------------------ dtypes
 WRONG_DTYPES = ["int32", "float16", "int64", "uint8", "int8", "bool"]
 
@@ -538,6 +803,8 @@ def test_metadata_disagreeing_with_tensors(tmp_path, saved, changes, pattern):
         ("bidirectional", "true"), ("bidirectional", "1"), ("bidirectional", ""), ("bias", "yes"),
         ("batch_first", "maybe"), ("hidden_size", None), ("num_layers", None), ("bias", None),
         ("format_version", "2"), ("format_version", ""),
+        # int() accepts these; metadata is plain ASCII digits only.
+        ("hidden_size", " 6"), ("hidden_size", "+6"), ("hidden_size", "\u0666"), ("input_size", "0_5"),
     ],
 )
 def test_invalid_metadata_values(tmp_path, saved, key, value):
