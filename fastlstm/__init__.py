@@ -5,10 +5,11 @@
     output, (h_n, c_n) = model(x)                  # exactly nn.LSTM's shapes and semantics
 """
 
+import importlib as _importlib
 import os as _os
 
 try:
-    from . import _core
+    _importlib.import_module("._core", __name__)  # first, alone: its failure gets the message below
 except ImportError as _error:  # most often: Python started in the repository, beside an unbuilt source tree
     raise ImportError(
         f"fastlstm's compiled extension (fastlstm._core) is not built in {_os.path.dirname(__file__)!r}. "

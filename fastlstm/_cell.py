@@ -9,14 +9,16 @@ nn.LSTM's 3-D (1, B, hidden_size) ones, and its call returning ``(h, c)``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _interop
-from ._config import LSTMConfig, normalize_dtype
-from ._model import LSTM, check_dtype, torch_module_weights
-from ._state_dict import _as_float_array, _list_keys, choose_prefix, find_prefixes, flatten_state_dict
+from ._checks import check_array_dtype, check_input_size, check_weights_dtype, checked_state_pair, normalize_dtype
+from ._config import LSTMConfig
+from ._model import LSTM
+from ._state_dict import check_single_dtype, choose_prefix, flatten_state_dict, format_keys, parameter_array
+from ._torch_weights import torch_module_weights
 
 __all__ = ["LSTMCell"]
 
@@ -70,9 +72,7 @@ class LSTMCell:
                     f"weights describe {_describe(*inferred)}, but the arguments describe "
                     f"{_describe(input_size, hidden_size, bias)}"
                 )
-            given = next(iter(arrays.values())).dtype.newbyteorder("=")
-            if given != normalize_dtype(dtype):
-                raise TypeError(f"weights have dtype {given} but dtype={normalize_dtype(dtype)} was requested")
+            check_weights_dtype(next(iter(arrays.values())).dtype.newbyteorder("="), normalize_dtype(dtype))
             lstm = _lstm_from_cell_arrays(inferred, arrays)
         object.__setattr__(self, "_lstm", lstm)
 
@@ -182,24 +182,18 @@ class LSTMCell:
         lstm = self._lstm
         dtype = lstm.dtype
         if x.dtype is not dtype:
-            check_dtype(x, "input", dtype, "cell")
+            check_array_dtype(x, "input", dtype, "cell")
         if x.ndim != 1 and x.ndim != 2:
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {x.ndim}D input of shape {x.shape}")
-        if x.shape[-1] != lstm.input_size:
-            raise ValueError(
-                f"input.size(-1) must be equal to input_size. Expected {lstm.input_size}, got {x.shape[-1]}"
-            )
-        if not x.flags.c_contiguous or not x.flags.aligned:
-            itemsize = dtype.itemsize
-            # The kernel reads each row as one aligned contiguous run; other layouts get a copy.
-            if x.strides[-1] != itemsize or x.strides[0] % itemsize or not x.flags.aligned:
-                x = np.array(x, order="C")
+        check_input_size(x.shape[-1], lstm.input_size)
         if hx is None:
             state = None
         else:
-            h0, c0 = _check_state(hx, x.shape[0] if x.ndim == 2 else None, lstm.hidden_size, dtype)
+            shape = (x.shape[0], lstm.hidden_size) if x.ndim == 2 else (lstm.hidden_size,)
+            h0, c0 = checked_state_pair(hx, ("h_0", "c_0"), (shape, shape), dtype, "cell", x.ndim == 1)
             state = (h0[None], c0[None])  # nn.LSTM's hx shapes (1, B, H) / (1, H): views, no copy
         # One layer, no projection: the step's output is h_1 itself, already in the cell's shape.
+        # LSTM.step copies an input the kernel cannot read in place.
         h_1, (_, c_n) = lstm.step(x, state, num_threads=num_threads)
         return h_1, c_n[0]
 
@@ -207,38 +201,6 @@ class LSTMCell:
 # --------------------------------------------------------------------------------- validation
 def _describe(input_size: Any, hidden_size: Any, bias: Any) -> str:
     return f"nn.LSTMCell(input_size={input_size}, hidden_size={hidden_size}, bias={bias})"
-
-
-def _check_state(hx: Any, batch: Optional[int], hidden_size: int, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
-    """(h_0, c_0) as C-contiguous arrays of shape (batch, hidden_size), or (hidden_size,) when
-    batch is None (unbatched input), or a clear error."""
-    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-        raise TypeError(f"hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
-    expected = (hidden_size,) if batch is None else (batch, hidden_size)
-    states = []
-    for name, value in zip(("h_0", "c_0"), hx):
-        if type(value) is not np.ndarray:
-            if _interop.is_tensor(value):
-                value = _interop.tensor_to_numpy(value, name)
-            elif not isinstance(value, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
-        if value.dtype is not dtype:
-            check_dtype(value, name, dtype, "cell")
-        if value.shape != expected:
-            if batch is None and value.ndim != 1:
-                raise ValueError(
-                    f"for unbatched 1-D input, {name} must also be 1-D {expected}, got {value.ndim}-D {value.shape}"
-                )
-            raise ValueError(f"Expected {name} of shape {expected}, got {value.shape}")
-        if not (value.flags.c_contiguous and value.flags.aligned):
-            value = np.array(value, order="C")  # a fresh array is contiguous and aligned
-        states.append(value)
-    return states[0], states[1]
-
-
-def find_cell_prefixes(flat: Mapping[str, Any]) -> List[str]:
-    """Every prefix under which an nn.LSTMCell's weights sit, in the order they appear."""
-    return find_prefixes(flat, _ANCHOR)
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
@@ -258,7 +220,7 @@ def _extract_cell(state_dict: Mapping[str, Any], prefix: Optional[str]) -> Tuple
     flat = flatten_state_dict(state_dict)
     prefix = _choose_prefix(flat, prefix)
     arrays = {
-        name: _as_float_array(prefix + name, flat[prefix + name]) for name in _CELL_NAMES if prefix + name in flat
+        name: parameter_array(prefix + name, flat[prefix + name]) for name in _CELL_NAMES if prefix + name in flat
     }
 
     missing = [prefix + name for name in ("weight_ih", "weight_hh") if name not in arrays]
@@ -266,7 +228,7 @@ def _extract_cell(state_dict: Mapping[str, Any], prefix: Optional[str]) -> Tuple
         missing += [prefix + name for name in ("bias_ih", "bias_hh") if name not in arrays]
     if missing:
         raise ValueError(
-            f"the nn.LSTMCell weights under prefix {prefix!r} are incomplete: missing {_list_keys(missing)}"
+            f"the nn.LSTMCell weights under prefix {prefix!r} are incomplete: missing {format_keys(missing)}"
         )
 
     layouts = {"weight_ih": "(4*hidden_size, input_size)", "weight_hh": "(4*hidden_size, hidden_size)"}
@@ -297,12 +259,7 @@ def _extract_cell(state_dict: Mapping[str, Any], prefix: Optional[str]) -> Tuple
                 f"{_describe(input_size, hidden_size, bias)} expects {expected[name]}"
             )
 
-    dtypes = {name: np.dtype(a.dtype).newbyteorder("=") for name, a in arrays.items()}
-    if len(set(dtypes.values())) > 1:
-        listing = ", ".join(f"{prefix + name!r}: {dtype}" for name, dtype in dtypes.items())
-        raise TypeError(
-            f"the nn.LSTMCell weights mix dtypes ({listing}); convert them all to float32 or all to float64 first"
-        )
+    check_single_dtype(arrays, prefix, "nn.LSTMCell")
     return (int(input_size), int(hidden_size), bool(bias)), arrays
 
 

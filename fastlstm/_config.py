@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 
-SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-# Far beyond any real LSTM; refusing larger sizes up front turns a typo into a clear error instead
-# of a MemoryError or an index overflow.
-MAX_PARAMETER_ELEMENTS = 2**31
-MAX_MODEL_BYTES = 2**34
-# Per-dimension caps, the same as the C++ core's (csrc/bindings.cc, make_dims): checked here too so
-# that the error names the dimension and its limit. 2**24 keeps every product of sizes in int64.
-MAX_DIMENSION = 2**24
-MAX_NUM_LAYERS = 1024
-# The pickle and other small records of a .pt file (not its tensor data), which torch reads whole:
-# a 1024-layer bidirectional LSTM checkpoint with Adam state pickles to 3.5 MB.
-MAX_PICKLE_BYTES = 2**24
+from ._checks import MAX_DIMENSION, MAX_NUM_LAYERS, DeclaredTensor, check_dimension_limits, check_parameter_sizes
 
 # Integers in weight file metadata: plain ASCII digits (int() also takes " 3", "+3", "1_2" and
 # other scripts' digits), and no more than int64 holds.
@@ -28,18 +16,6 @@ _METADATA_INT = re.compile(r"[0-9]{1,19}")
 
 # nn.LSTM parameter names: weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0, ...
 PARAMETER_NAME = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
-
-
-def normalize_dtype(dtype: object) -> np.dtype:
-    """Accept numpy dtypes, their names and torch dtypes; return float32 or float64."""
-    try:
-        # torch dtypes are not numpy dtypes; their names ("torch.float32") map over.
-        resolved = np.dtype(str(dtype).replace("torch.", "") if type(dtype).__module__ == "torch" else dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if resolved not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
-    return resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,22 +49,13 @@ class LSTMConfig:
             raise ValueError(f"num_layers must be positive, got {self.num_layers}")
         if self.proj_size < 0:
             raise ValueError(f"proj_size must be >= 0, got {self.proj_size}")
-        self._check_limits()
+        check_dimension_limits(input_size=self.input_size, hidden_size=self.hidden_size,
+                               num_layers=self.num_layers, proj_size=self.proj_size)
         if self.proj_size >= self.hidden_size:
             raise ValueError(
                 f"proj_size must be smaller than hidden_size, got proj_size={self.proj_size} "
                 f"and hidden_size={self.hidden_size}"
             )
-
-    def _check_limits(self) -> None:
-        limits = (("input_size", MAX_DIMENSION, "2**24"), ("hidden_size", MAX_DIMENSION, "2**24"),
-                  ("num_layers", MAX_NUM_LAYERS, "2**10"), ("proj_size", MAX_DIMENSION, "2**24"))
-        for name, limit, power in limits:
-            value = getattr(self, name)
-            if value > limit:
-                raise ValueError(
-                    f"{name}={value} is too large: fastlstm accepts {name} of at most {limit} ({power})"
-                )
 
     @property
     def num_directions(self) -> int:
@@ -128,32 +95,27 @@ class LSTMConfig:
         return shapes
 
     def check_size(self, itemsize: int) -> None:
-        """Refuse a config whose parameters would be absurdly large, by exact integer arithmetic on
-        the sizes alone (layers >= 1 all have the same shapes), before anything is allocated."""
+        """Refuse a config whose parameters would exceed the size limits (_checks.py), by exact
+        integer arithmetic on the sizes alone, before anything is allocated. The layers after the
+        first all have the same shapes, so they are counted rather than listed: num_layers may be
+        absurd."""
         gates = 4 * self.hidden_size
-        total = 0
+        tensors: List[DeclaredTensor] = []
         for layer, count in ((0, 1), (1, self.num_layers - 1)):
             if count == 0:
                 continue
-            shapes = {
+            shapes: Dict[str, Tuple[int, ...]] = {
                 "weight_ih": (gates, self.layer_input_size(layer)),
                 "weight_hh": (gates, self.output_hidden_size),
-                "weight_hr": (self.proj_size, self.hidden_size),
             }
-            elements = 2 * gates if self.bias else 0
-            for name, (rows, cols) in shapes.items():
-                if rows * cols > MAX_PARAMETER_ELEMENTS:
-                    raise ValueError(
-                        f"{name}_l{layer} of shape ({rows}, {cols}) is too large ({rows * cols} elements; "
-                        f"fastlstm accepts at most {MAX_PARAMETER_ELEMENTS} per tensor)"
-                    )
-                elements += rows * cols
-            total += count * self.num_directions * elements * itemsize
-        if total > MAX_MODEL_BYTES:
-            raise ValueError(
-                f"the LSTM's parameters are too large: {total} bytes, and fastlstm accepts at most "
-                f"{MAX_MODEL_BYTES} (2**34) in all"
-            )
+            if self.proj_size > 0:
+                shapes["weight_hr"] = (self.proj_size, self.hidden_size)
+            if self.bias:
+                shapes["bias_ih"] = shapes["bias_hh"] = (gates,)
+            copies = count * self.num_directions
+            tensors += [DeclaredTensor(f"{name}_l{layer}", shape, itemsize, copies)
+                        for name, shape in shapes.items()]
+        check_parameter_sizes(tensors, "the LSTM's parameters")
 
     def layers_and_directions(self) -> Iterator[Tuple[int, int]]:
         for layer in range(self.num_layers):

@@ -32,13 +32,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ._config import MAX_MODEL_BYTES, MAX_PICKLE_BYTES, SUPPORTED_DTYPES, LSTMConfig
-from ._state_dict import check_parameter_sizes, extract_lstm, locate_lstm
+from ._checks import MAX_MODEL_BYTES, MAX_PICKLE_BYTES, SUPPORTED_DTYPES, DeclaredTensor, check_parameter_sizes
+from ._config import LSTMConfig
+from ._state_dict import extract_lstm, locate_lstm
 
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_PREFIX",
     "SUPPORTED_SUFFIXES",
+    "as_path",
     "read_weights_file",
     "write_safetensors",
     "write_npz",
@@ -67,7 +69,7 @@ def read_weights_file(path: PathLike) -> Tuple[Mapping, Optional[Dict[str, str]]
     declared array and reads one only when it is asked for. Metadata is only ever present in
     ``.safetensors`` files written by fastlstm.
     """
-    path = _as_path(path)
+    path = as_path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ValueError(
@@ -82,7 +84,8 @@ def read_weights_file(path: PathLike) -> Tuple[Mapping, Optional[Dict[str, str]]
     return _open_npz(path), None
 
 
-def _as_path(path: Any) -> Path:
+def as_path(path: Any) -> Path:
+    """`path`, a str or os.PathLike, as a Path; TypeError for anything else."""
     if isinstance(path, (str, os.PathLike)):
         return Path(os.fsdecode(os.fspath(path)))
     raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -369,7 +372,7 @@ def _open_safetensors(path: Path) -> Tuple[FileArrays, Optional[Dict[str, str]]]
             f"float64 weights: convert the module to float32/float64 first (e.g. model.float()) "
             f"and save again"
         )
-    check_parameter_sizes(((key, shape, dtype.itemsize) for key, (shape, dtype) in declared.items()),
+    check_parameter_sizes((DeclaredTensor(key, shape, dtype.itemsize) for key, (shape, dtype) in declared.items()),
                           f"{str(path)!r}: the tensors")
     return FileArrays(path, declared, _read_safetensors_tensors), metadata
 
@@ -466,7 +469,7 @@ def _open_npz(path: Path) -> FileArrays:
         # numpy allocates what each member's header declares before reading (or inflating) its
         # data, so a small or compressed archive can claim any size: only headers are read here.
         declared = {key: _npy_declaration(path, archive, info) for key, info in infos.items()}
-    check_parameter_sizes(((key, shape, dtype.itemsize) for key, (shape, dtype) in declared.items()),
+    check_parameter_sizes((DeclaredTensor(key, shape, dtype.itemsize) for key, (shape, dtype) in declared.items()),
                           f"{str(path)!r}: the arrays")
     return FileArrays(path, declared, _read_npz_arrays)
 
@@ -626,7 +629,7 @@ def write_safetensors(
     """
     from safetensors.numpy import save_file
 
-    path = _as_path(path)
+    path = as_path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(
             f"fastlstm saves .safetensors files only, the one format that keeps the model's "
@@ -646,7 +649,7 @@ def write_npz(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
 
     The name must end in ``.npz``; like :func:`write_safetensors`, the file appears atomically.
     """
-    path = _as_path(path)
+    path = as_path(path)
     if path.suffix.lower() != ".npz":
         raise ValueError(f"write_npz writes .npz files; got {str(path)!r}: name it {path.stem + '.npz'!r}")
     arrays = {name: np.asarray(array) for name, array in weights.items()}
@@ -709,10 +712,10 @@ def load_config_and_weights(
     if batch_first is not None and not isinstance(batch_first, (bool, np.bool_)):
         raise TypeError(f"batch_first must be a bool or None, got {type(batch_first).__name__}")
     mapping, metadata = read_weights_file(path)
-    where = str(_as_path(path))
+    where = str(as_path(path))
     if metadata is None:
         chosen = False if batch_first is None else bool(batch_first)
-        return _extract(where, mapping, prefix, chosen)
+        return _extract_from_file(where, mapping, prefix, chosen)
 
     try:
         declared = LSTMConfig.from_metadata(metadata)
@@ -720,7 +723,7 @@ def load_config_and_weights(
         raise ValueError(f"{where!r} has invalid fastlstm metadata: {exc}") from None
     chosen = declared.batch_first if batch_first is None else bool(batch_first)
     declared = dataclasses.replace(declared, batch_first=chosen)
-    config, weights = _extract(where, mapping, prefix, chosen)
+    config, weights = _extract_from_file(where, mapping, prefix, chosen)
     if config != declared:
         differing = ", ".join(
             f"{f.name}: metadata {getattr(declared, f.name)!r}, tensors {getattr(config, f.name)!r}"
@@ -734,19 +737,20 @@ def load_config_and_weights(
     return config, weights
 
 
-def _extract(where: str, mapping: Mapping, prefix: Optional[str],
-             batch_first: bool) -> Tuple[LSTMConfig, Dict[str, np.ndarray]]:
+def _extract_from_file(where: str, mapping: Mapping, prefix: Optional[str],
+                       batch_first: bool) -> Tuple[LSTMConfig, Dict[str, np.ndarray]]:
+    """extract_lstm on what a file holds, with errors naming the file (`where`)."""
     copy = True
     if isinstance(mapping, FileArrays):
         # Validate on what the file declares, then read only the LSTM's arrays, which are fresh
         # and ours: no copy of them is needed.
-        planned, prefix = _named(where, locate_lstm, mapping.stand_ins(), prefix, batch_first)
+        planned, prefix = _call_naming_file(where, locate_lstm, mapping.stand_ins(), prefix, batch_first)
         mapping = mapping.read([prefix + name for name in planned.parameter_shapes()])
         copy = False
-    return _named(where, extract_lstm, mapping, prefix, batch_first, copy=copy)
+    return _call_naming_file(where, extract_lstm, mapping, prefix, batch_first, copy=copy)
 
 
-def _named(where: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _call_naming_file(where: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """function(*args, **kwargs), with its TypeError/ValueError naming the file: the state_dict
     error alone does not say which of a service's files was at fault."""
     try:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core, _interop
-from ._config import LSTMConfig, normalize_dtype
+from ._checks import (
+    as_kernel_readable,
+    check_array_dtype,
+    check_dropout,
+    check_input_size,
+    check_weights_dtype,
+    checked_lengths,
+    checked_state_pair,
+    normalize_dtype,
+)
+from ._config import LSTMConfig
 from ._files import load_config_and_weights, write_safetensors
 from ._state_dict import extract_lstm
+from ._torch_weights import torch_module_weights
 
 ArrayLike = Any  # numpy.ndarray or torch.Tensor (torch stays optional)
 State = Tuple[ArrayLike, ArrayLike]
@@ -51,8 +61,7 @@ class LSTM:
         seed: Optional[int] = None,
     ) -> None:
         config = LSTMConfig(input_size, hidden_size, num_layers, bias, batch_first, bidirectional, proj_size)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        check_dropout(dropout)
         dtype = normalize_dtype(dtype)
         config.check_size(dtype.itemsize)
         if weights is None:
@@ -61,9 +70,7 @@ class LSTM:
             inferred, weights = extract_lstm(weights, prefix="", batch_first=config.batch_first)
             if inferred != config:
                 raise ValueError(f"weights describe {inferred}, but the arguments describe {config}")
-            given = next(iter(weights.values())).dtype
-            if given != dtype:
-                raise TypeError(f"weights have dtype {given} but dtype={dtype} was requested")
+            check_weights_dtype(next(iter(weights.values())).dtype, dtype)
         self._setup(config, float(dropout), weights)
 
     def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray]) -> None:
@@ -90,7 +97,6 @@ class LSTM:
             "_dropout": dropout,
             "_weights": weights,
             "_dtype": dtype,
-            "_state_sizes": (config.num_layers * config.num_directions, config.output_hidden_size, config.hidden_size),
             "_packed": packed,
             "_packed_step": packed.step,  # bound once: the streaming fast path counts its lookups
             "_packed_forward": packed.forward,  # likewise for a plain call
@@ -115,9 +121,8 @@ class LSTM:
             raise TypeError(f"cannot unpickle fastlstm.LSTM: expected an LSTMConfig, got {type(config).__name__}")
         if not isinstance(weights, Mapping):
             raise TypeError(f"cannot unpickle fastlstm.LSTM: expected a mapping of weights, got {type(weights).__name__}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"cannot unpickle fastlstm.LSTM: dropout must be a number in [0, 1], got {dropout!r}")
         try:
+            check_dropout(dropout)
             # prefix="": the names must be nn.LSTM's own; copy=False: the arrays are the pickle's.
             inferred, checked = extract_lstm(weights, prefix="", batch_first=config.batch_first, copy=False)
         except (TypeError, ValueError) as exc:
@@ -234,7 +239,7 @@ class LSTM:
         Returns numpy arrays for numpy input, tensors for tensors, a PackedSequence for one.
         """
         if type(input) is np.ndarray:
-            if lengths is None and input.ndim == 3 and (hx is None or _numpy_pair(hx)):
+            if lengths is None and input.ndim == 3 and (hx is None or _is_numpy_array_pair(hx)):
                 # The hot path of a service, kept to one Python frame. The extension checks every
                 # shape, dtype, stride and alignment itself and refuses before computing anything;
                 # _forward_numpy then raises nn.LSTM's message (or copies an array the kernel cannot
@@ -308,10 +313,10 @@ class LSTM:
         if not isinstance(input, np.ndarray):
             raise TypeError(f"step takes a numpy array, got {type(input).__name__}; use model(...) for tensors")
         if input.dtype is not self._dtype:
-            self._check_input_dtype(input)
+            check_array_dtype(input, "input", self._dtype, "model")
         h0, c0 = (None, None) if state is None else state
         if not input.flags.carray:
-            input = _kernel_readable(input)
+            input = as_kernel_readable(input)
         if out is None:
             output, h_n, c_n = self._packed.step(input, h0, c0, num_threads=num_threads)
             return output, (h_n, c_n)
@@ -339,7 +344,7 @@ class LSTM:
         PackedSequence unpacks time-major)."""
         batch_first = self._batch_first and not time_major
         if x.dtype is not self._dtype:
-            self._check_input_dtype(x)
+            check_array_dtype(x, "input", self._dtype, "model")
         config = self._config
         unbatched = x.ndim == 2
         if unbatched:
@@ -349,160 +354,29 @@ class LSTM:
             raise ValueError(
                 f"LSTM: expected input to be 2-D (unbatched) or 3-D (batched), got {x.ndim}-D input of shape {x.shape}"
             )
-        if x.shape[2] != config.input_size:
-            raise ValueError(f"input.size(-1) must be equal to input_size. Expected {config.input_size}, got {x.shape[2]}")
+        check_input_size(x.shape[2], config.input_size)
         steps, batch = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
         if steps == 0:
             raise ValueError(f"expected a sequence length of at least 1, got input of shape {x.shape}")
-        x = _kernel_readable(x)
+        x = as_kernel_readable(x)
         h0 = c0 = None
         if hx is not None:
-            h0, c0 = self._check_state(hx, batch, unbatched)
-        seq_lengths = None if lengths is None else _check_lengths(lengths, batch, steps, unbatched)
+            state_batch = None if unbatched else batch
+            shapes = (config.state_shape(state_batch, cell=False), config.state_shape(state_batch, cell=True))
+            h0, c0 = checked_state_pair(hx, ("h0", "c0"), shapes, self._dtype, "model", unbatched)
+            if unbatched:
+                h0, c0 = h0[:, None, :], c0[:, None, :]  # the kernel's batched shapes, as views
+        seq_lengths = None if lengths is None else checked_lengths(lengths, batch, steps, unbatched)
         output, h_n, c_n = self._packed.forward(x, batch_first, h0, c0, seq_lengths, None, None, None, num_threads)
         if unbatched:
             return output[:, 0], (h_n[:, 0], c_n[:, 0])
         return output, (h_n, c_n)
 
-    def _check_input_dtype(self, x: np.ndarray, name: str = "input") -> None:
-        check_dtype(x, name, self._dtype, "model")
 
-    def _check_state(self, hx: Any, batch: int, unbatched: bool) -> Tuple[np.ndarray, np.ndarray]:
-        """(h0, c0) as C-contiguous arrays of the kernel's 3-D shapes, or a clear error."""
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
-        n, h_out, hidden = self._state_sizes
-        if unbatched:
-            return self._state_array(hx[0], "h0", (n, h_out), True), self._state_array(hx[1], "c0", (n, hidden), True)
-        return (
-            self._state_array(hx[0], "h0", (n, batch, h_out), False),
-            self._state_array(hx[1], "c0", (n, batch, hidden), False),
-        )
-
-    def _state_array(self, value: Any, name: str, expected: Tuple[int, ...], unbatched: bool) -> np.ndarray:
-        if type(value) is not np.ndarray:
-            if _interop.is_tensor(value):
-                value = _interop.tensor_to_numpy(value, name)
-            elif not isinstance(value, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
-        if value.dtype is not self._dtype:
-            self._check_input_dtype(value, name)
-        if value.shape != expected:
-            if unbatched and value.ndim != 2:
-                raise ValueError(f"for unbatched 2-D input, {name} must also be 2-D {expected}, got {value.ndim}-D {value.shape}")
-            raise ValueError(f"Expected {name} of shape {expected}, got {value.shape}")
-        if unbatched:
-            value = value[:, None, :]
-        if not (value.flags.c_contiguous and value.flags.aligned):
-            value = np.array(value, order="C")  # a fresh array is contiguous and aligned
-        return value
-
-
-def torch_module_weights(module: Any, names: Any) -> Dict[str, Any]:
-    """The effective weights `names` of a torch RNN module, as detached CPU tensors.
-
-    getattr rather than named_parameters: under a parametrization (weight_norm, spectral_norm,
-    or any other) or the older normalisation hooks, the weight is computed from other parameters
-    (weight_hh_l0_g and _v, parametrizations.weight_hh_l0.original0...) and is no parameter
-    itself. The computation is done as in eval mode and without touching the module's state:
-    spectral norm's power iteration, which runs in training mode, would update its buffers.
-    """
-    torch = _interop.loaded_torch()
-    hooks = _normalisation_hooks(module)
-    parametrizations = getattr(module, "parametrizations", {})
-    weights: Dict[str, Any] = {}
-    with torch.no_grad(), _eval_mode([parametrizations[n] for n in names if n in parametrizations]):
-        for name in names:
-            if name in hooks:
-                value = hooks[name](module)
-            elif name in parametrizations or hasattr(module, name):
-                value = getattr(module, name)
-            else:
-                raise ValueError(f"the {type(module).__name__} has no parameter {name!r}")
-            if getattr(value, "is_meta", False):
-                raise ValueError(
-                    f"the {type(module).__name__}'s weights are on the meta device (shapes without "
-                    f"values, not materialized): load a state_dict into it first "
-                    f"(module.to_empty(device='cpu') then module.load_state_dict(...))"
-                )
-            weights[name] = value.detach().cpu()
-    return weights
-
-
-def _normalisation_hooks(module: Any) -> Dict[str, Any]:
-    """Weight name -> function computing it, for torch.nn.utils.weight_norm/spectral_norm hooks,
-    whose forward pre-hook recomputes the weight (the attribute can be stale until a forward)."""
-    from torch.nn.utils.spectral_norm import SpectralNorm
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    hooks: Dict[str, Any] = {}
-    for hook in module._forward_pre_hooks.values():
-        if isinstance(hook, WeightNorm):
-            hooks[hook.name] = hook.compute_weight
-        elif isinstance(hook, SpectralNorm):
-            hooks[hook.name] = lambda m, hook=hook: hook.compute_weight(m, do_power_iteration=False)
-    return hooks
-
-
-@contextlib.contextmanager
-def _eval_mode(modules: Any) -> Iterator[None]:
-    """Put modules (and their submodules) in eval mode for a block; restore each one's mode after."""
-    modes = [(m, m.training) for module in modules for m in module.modules()]
-    for module, _ in modes:
-        module.training = False
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _numpy_pair(hx: Any) -> bool:
+def _is_numpy_array_pair(hx: Any) -> bool:
+    """Whether hx is a tuple of exactly two numpy arrays (not subclasses), which the extension
+    checks itself: only such states may take the fast path of a call."""
     return type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray
-
-
-def _check_lengths(lengths: Any, batch: int, steps: int, unbatched: bool) -> np.ndarray:
-    if _interop.is_tensor(lengths):
-        lengths = lengths.detach().cpu().numpy()
-    if unbatched and np.ndim(lengths) == 0:
-        lengths = [lengths]
-    array = np.asarray(lengths)
-    if array.size == 0:
-        array = array.astype(np.int64)  # [] is float64 to numpy; its count is what is wrong
-    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
-        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
-    if array.ndim != 1 or array.shape[0] != batch:
-        raise ValueError(f"lengths must hold one length per sequence ({batch}), got shape {array.shape}")
-    if batch and (array.min() < 1 or array.max() > steps):
-        raise ValueError(f"lengths must lie in [1, {steps}] (the sequence length), got values from {array.min()} to {array.max()}")
-    return np.require(array, np.int64, ["C", "A"])
-
-
-def check_dtype(array: np.ndarray, name: str, dtype: np.dtype, owner: str) -> None:
-    """TypeError unless `array` has the dtype of the model (or cell, the `owner`): never a cast."""
-    if array.dtype == dtype:
-        return
-    if array.dtype.kind == "f":
-        raise TypeError(
-            f"{name} has dtype {array.dtype} but the {owner} is {dtype}; convert one of them explicitly "
-            f"(fastlstm never casts silently)"
-        )
-    raise TypeError(f"{name} must be a floating array of dtype {dtype}, got dtype {array.dtype}")
-
-
-def _kernel_readable(x: np.ndarray) -> np.ndarray:
-    """x itself when the kernel can read it in place (each row contiguous, strides whole items,
-    aligned); else a C-contiguous copy. Transposed and sliced views usually pass as they are."""
-    itemsize = x.itemsize
-    if x.size == 0:
-        return x
-    readable = x.flags.aligned and all(
-        n == 1 or (s == itemsize if axis == x.ndim - 1 else s % itemsize == 0)
-        for axis, (n, s) in enumerate(zip(x.shape, x.strides))
-    )
-    if readable:
-        return x
-    return np.array(x, order="C")
 
 
 def _random_weights(config: LSTMConfig, dtype: np.dtype, seed: Optional[int]) -> Dict[str, np.ndarray]:

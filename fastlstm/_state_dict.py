@@ -14,18 +14,23 @@ serving from ``.safetensors``/``.npz`` files works without torch installed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ._config import MAX_MODEL_BYTES, MAX_PARAMETER_ELEMENTS, PARAMETER_NAME, LSTMConfig
+from ._checks import DeclaredTensor, check_parameter_sizes
+from ._config import PARAMETER_NAME, LSTMConfig
 
 __all__ = [
-    "check_parameter_sizes",
     "flatten_state_dict",
+    "find_prefixes",
     "find_lstm_prefixes",
+    "choose_prefix",
     "locate_lstm",
     "extract_lstm",
+    "parameter_array",
+    "check_single_dtype",
+    "format_keys",
 ]
 
 # The key every nn.LSTM state_dict has; nn.LSTMCell's is plain "weight_ih" and must not match.
@@ -185,41 +190,17 @@ def _find_and_check(
         if key.startswith(prefix) and PARAMETER_NAME.match(key[len(prefix):]):
             params[key[len(prefix):]] = value
 
-    arrays = {name: _as_float_array(prefix + name, value) for name, value in params.items()}
+    arrays = {name: parameter_array(prefix + name, value) for name, value in params.items()}
     config = _infer_config(arrays, prefix, bool(batch_first))
     expected = config.parameter_shapes()
     _check_names(expected, arrays, prefix, config)
     _check_shapes(expected, arrays, prefix, config)
-    _check_single_dtype(arrays, prefix)
+    check_single_dtype(arrays, prefix, "nn.LSTM")
     # Before the copies below: a broadcast view can claim terabytes while holding one float.
     itemsize = np.dtype(next(iter(arrays.values())).dtype).itemsize
-    check_parameter_sizes(((prefix + name, shape, itemsize) for name, shape in expected.items()),
+    check_parameter_sizes((DeclaredTensor(prefix + name, shape, itemsize) for name, shape in expected.items()),
                           "the nn.LSTM weights")
     return config, prefix, arrays
-
-
-def check_parameter_sizes(tensors: Iterable[Tuple[str, Sequence[int], int]], what: str) -> int:
-    """Refuse (name, shape, itemsize) entries over the size limits of _config.py; return the total
-    bytes. Loaders call it on declared shapes, so that a hostile or corrupt file or array (a sparse
-    file, a broadcast view, a compressed .npz) is refused before anything of that size is read or
-    copied. Exact integer arithmetic: products of declared dimensions may not fit in 64 bits."""
-    total_bytes = 0
-    for name, shape, itemsize in tensors:
-        elements = 1
-        for dim in shape:
-            elements *= int(dim)
-        if elements > MAX_PARAMETER_ELEMENTS:
-            raise ValueError(
-                f"{what}: {name!r} of shape {tuple(int(d) for d in shape)} is too large "
-                f"({elements} elements; fastlstm accepts at most {MAX_PARAMETER_ELEMENTS} per tensor)"
-            )
-        total_bytes += elements * int(itemsize)
-        if total_bytes > MAX_MODEL_BYTES:
-            raise ValueError(
-                f"{what} are too large: {total_bytes} bytes or more, and fastlstm accepts at most "
-                f"{MAX_MODEL_BYTES} (2**34) in all"
-            )
-    return total_bytes
 
 
 def _choose_prefix(flat: Mapping[str, Any], prefix: Optional[str]) -> str:
@@ -245,12 +226,12 @@ def choose_prefix(flat: Mapping[str, Any], prefix: Optional[str], anchor: str, m
         if prefix and prefix + "." in found:
             return prefix + "."
         where = (f"{module} weights were found under: {listing}" if found
-                 else f"none under any other prefix; keys seen: {_some_keys(flat)}")
+                 else f"none under any other prefix; keys seen: {format_keys(flat)}")
         raise ValueError(f"no {module} weights under prefix {prefix!r} (expected a key {prefix + anchor!r}); {where}")
     if not found:
         raise ValueError(
             f"no {module} weights (keys like {anchor!r}) were found in the state_dict{hint}; "
-            f"keys seen: {_some_keys(flat)}"
+            f"keys seen: {format_keys(flat)}"
         )
     if len(found) > 1:
         raise ValueError(
@@ -260,16 +241,12 @@ def choose_prefix(flat: Mapping[str, Any], prefix: Optional[str], anchor: str, m
     return found[0]
 
 
-def _some_keys(flat: Mapping[str, Any]) -> str:
-    keys = [str(k) for k in flat]
+def format_keys(keys: Iterable[Any]) -> str:
+    """Keys quoted for an error message: the first few, then how many more, because a whole
+    checkpoint's keys would bury the message."""
+    keys = [str(k) for k in keys]
     if not keys:
         return "none (the state_dict is empty)"
-    shown = ", ".join(repr(k) for k in keys[:_MAX_KEYS_IN_MESSAGE])
-    more = len(keys) - _MAX_KEYS_IN_MESSAGE
-    return shown + (f", ... ({more} more)" if more > 0 else "")
-
-
-def _list_keys(keys: List[str]) -> str:
     shown = ", ".join(repr(k) for k in keys[:_MAX_KEYS_IN_MESSAGE])
     more = len(keys) - _MAX_KEYS_IN_MESSAGE
     return shown + (f", ... ({more} more)" if more > 0 else "")
@@ -285,8 +262,9 @@ def _is_torch_tensor(value: Any) -> bool:
     )
 
 
-def _as_float_array(key: str, value: Any) -> np.ndarray:
-    """A numpy view (or torch's CPU copy) of one parameter, after checking it is float32/64."""
+def parameter_array(key: str, value: Any) -> np.ndarray:
+    """One parameter (`key` names it in errors) as a float32 or float64 numpy array: an array as it
+    is (in any byte order), a tensor as a numpy view or torch's CPU copy; TypeError otherwise."""
     if _is_torch_tensor(value):
         dtype_name = str(value.dtype).replace("torch.", "")
         _check_dtype_name(key, dtype_name)
@@ -381,9 +359,9 @@ def _check_names(expected: Dict[str, Tuple[int, ...]], arrays: Dict[str, np.ndar
         return
     parts = []
     if missing:
-        parts.append(f"missing {_list_keys(missing)}")
+        parts.append(f"missing {format_keys(missing)}")
     if unexpected:
-        parts.append(f"unexpected {_list_keys(unexpected)}")
+        parts.append(f"unexpected {format_keys(unexpected)}")
     layers = sorted(
         int(name[len("weight_ih_l"):])
         for name in arrays
@@ -409,14 +387,15 @@ def _check_shapes(expected: Dict[str, Tuple[int, ...]], arrays: Dict[str, np.nda
             )
 
 
-def _check_single_dtype(arrays: Dict[str, np.ndarray], prefix: str) -> None:
-    """One dtype for all, because the model computes in one precision and must not guess."""
+def check_single_dtype(arrays: Dict[str, np.ndarray], prefix: str, module: str) -> None:
+    """TypeError unless the `module`'s weights (e.g. "nn.LSTM"; keyed by name under `prefix`) share
+    one dtype: the model computes in one precision and must not guess which."""
     by_dtype: Dict[str, List[str]] = {}
     for name, array in arrays.items():
         by_dtype.setdefault(np.dtype(array.dtype).newbyteorder("=").name, []).append(prefix + name)
     if len(by_dtype) > 1:
-        listing = "; ".join(f"{dtype}: {_list_keys(keys)}" for dtype, keys in by_dtype.items())
+        listing = "; ".join(f"{dtype}: {format_keys(keys)}" for dtype, keys in by_dtype.items())
         raise TypeError(
-            f"the nn.LSTM weights mix dtypes ({listing}); convert them all to float32 or all "
+            f"the {module} weights mix dtypes ({listing}); convert them all to float32 or all "
             f"to float64 first"
         )

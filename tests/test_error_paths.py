@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import fastlstm  # noqa: E402
-from fastlstm import _config, _core  # noqa: E402
+from fastlstm import _checks, _config, _core  # noqa: E402
 from fastlstm._state_dict import flatten_state_dict  # noqa: E402
 
 # Children import the fastlstm under test (source tree or installed), from a neutral directory.
@@ -297,12 +297,12 @@ def test_dimension_limits_name_the_limit(kwargs, pattern):
 
 
 def test_dimension_limits_match_the_core():
-    assert _config.MAX_NUM_LAYERS == 1024 and _config.MAX_DIMENSION == 2**24
-    _config.LSTMConfig(_config.MAX_DIMENSION, _config.MAX_DIMENSION, num_layers=_config.MAX_NUM_LAYERS,
-                       proj_size=_config.MAX_DIMENSION - 1)  # the limits themselves are allowed
-    edge = [(_config.MAX_DIMENSION, 1, 1, 0), (1, 1, _config.MAX_NUM_LAYERS, 0)]
-    beyond = [(_config.MAX_DIMENSION + 1, 1, 1, 0), (1, _config.MAX_DIMENSION + 1, 1, 0),
-              (1, 1, _config.MAX_NUM_LAYERS + 1, 0), (1, _config.MAX_DIMENSION + 2, 1, _config.MAX_DIMENSION + 1)]
+    assert _checks.MAX_NUM_LAYERS == 1024 and _checks.MAX_DIMENSION == 2**24
+    _config.LSTMConfig(_checks.MAX_DIMENSION, _checks.MAX_DIMENSION, num_layers=_checks.MAX_NUM_LAYERS,
+                       proj_size=_checks.MAX_DIMENSION - 1)  # the limits themselves are allowed
+    edge = [(_checks.MAX_DIMENSION, 1, 1, 0), (1, 1, _checks.MAX_NUM_LAYERS, 0)]
+    beyond = [(_checks.MAX_DIMENSION + 1, 1, 1, 0), (1, _checks.MAX_DIMENSION + 1, 1, 0),
+              (1, 1, _checks.MAX_NUM_LAYERS + 1, 0), (1, _checks.MAX_DIMENSION + 2, 1, _checks.MAX_DIMENSION + 1)]
     for dims in edge:  # refused for the missing weights, not the sizes
         with pytest.raises(ValueError) as info:
             _core.PackedLstmF32(dims[0], dims[1], dims[2], True, False, dims[3], [])

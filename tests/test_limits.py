@@ -1,9 +1,9 @@
 """Limits: absurd sizes are refused by arithmetic before anything is allocated, and extreme values
 (±1e30, ±Inf, NaN, denormals) flow through exactly as they do in nn.LSTM.
 
-The size policy these tests hold fastlstm to (fastlstm/_config.py: MAX_PARAMETER_ELEMENTS,
-MAX_MODEL_BYTES and LSTMConfig.check_size for the constructor; _state_dict.check_parameter_sizes for
-what the loaders read or copy):
+The size policy these tests hold fastlstm to (fastlstm/_checks.py: MAX_PARAMETER_ELEMENTS,
+MAX_MODEL_BYTES and check_parameter_sizes, which LSTMConfig.check_size runs for the constructor and
+the loaders run on what they would read or copy):
   * any parameter tensor with more than 2**31 elements is refused,
   * any model whose parameters take more than 2**34 bytes (16 GiB) is refused,
 with a ValueError whose message says "too large", computed in exact integer arithmetic (products
@@ -133,10 +133,10 @@ def test_constructor_refuses_absurd_sizes_before_allocating():
 
 
 def test_the_package_states_the_same_policy():
-    from fastlstm import _config
+    from fastlstm import _checks
 
-    assert _config.MAX_PARAMETER_ELEMENTS == MAX_PARAMETER_ELEMENTS
-    assert _config.MAX_MODEL_BYTES == MAX_MODEL_BYTES
+    assert _checks.MAX_PARAMETER_ELEMENTS == MAX_PARAMETER_ELEMENTS
+    assert _checks.MAX_MODEL_BYTES == MAX_MODEL_BYTES
 
 
 def test_constructor_accepts_sizes_at_the_edge_of_reason():

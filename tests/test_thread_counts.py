@@ -77,7 +77,7 @@ def test_every_split_is_bitwise_one_thread(threads: int) -> None:
 
 def test_the_most_threads_allowed() -> None:
     """MAX_THREADS itself, with a batch that gives every member its rows (1024 x 4)."""
-    code = f"""
+    code = """
     import json
     import numpy as np
     import fastlstm
@@ -86,7 +86,7 @@ def test_the_most_threads_allowed() -> None:
     x = np.random.default_rng(0).standard_normal((2, 4 * fastlstm.MAX_THREADS, 4)).astype(np.float32)
     many, _ = model(x)
     one, _ = model(x, num_threads=1)
-    print(json.dumps({{"equal": bool(np.array_equal(many, one))}}))
+    print(json.dumps({"equal": bool(np.array_equal(many, one))}))
     """
     assert run_python(code, timeout=180) == {"equal": True}
 

@@ -8,6 +8,7 @@ in the engine's native form (numpy for fastlstm and ORT, a tensor for torch).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import tempfile
 import warnings
@@ -46,7 +47,7 @@ def unavailable_reason(engine: str, source: WeightSource) -> Optional[str]:
         return "torch is not installed" + (" (ORT needs it to export the model)" if engine == "ort" else "")
     if engine == "ort":
         try:
-            import onnxruntime  # noqa: F401
+            importlib.import_module("onnxruntime")
         except ImportError:
             return "onnxruntime is not installed"
     return None
