@@ -18,8 +18,8 @@ namespace {
 // packed weights, each panel's cell update following its GEMM.
 constexpr int64_t kFusedStepMaxRows = 4;
 // The input projection runs over chunks of time steps, each one GEMM. Bigger chunks read W_ih
-// fewer times (large's 8 MiB W_ih comes from L3: chunks of 13 rows instead of 50 took 5 ms instead
-// of 2.8); the accumulators need not stay in cache, as each step then reads only its own row.
+// fewer times, which matters when W_ih comes from L3 or memory; the accumulators need not stay in
+// cache, as each step then reads only its own row.
 constexpr int64_t kChunkBytes = 1024 * 1024;
 
 // A step's hidden units are shared among threads only when each member's share is big enough to
@@ -27,8 +27,8 @@ constexpr int64_t kChunkBytes = 1024 * 1024;
 // FMAs per member.
 constexpr int64_t kMinMemberStepMacs = int64_t(1) << 16;
 // With this many rows per thread, threads take whole sequences (no per-step sync) rather than
-// sharing each step's hidden units. Measured on `medium`'s network at 2 threads: hidden split wins
-// up to batch 5 (batch 4: 4.0 vs 4.6-5.7 ms), ties at 6-7, and rows win from 8 (7.6 vs 8.3 ms).
+// sharing each step's hidden units: on `medium`'s network at 2 threads the hidden split wins up to
+// batch 5, the two tie at 6-7, and whole sequences win from 8 (python bench/lab.py threads).
 constexpr int64_t kMinRowsPerThread = 4;
 
 // Scratch one thread of a forward call uses privately.

@@ -539,7 +539,7 @@ def test_pt_with_deflated_records_is_refused_uninflated(tmp_path, module):
 
 def test_sparse_safetensors_with_an_unused_3_gib_tensor_reads_only_the_lstm(tmp_path, arrays):
     """A 4 KB sparse file: the LSTM's weights and a 3 GiB tensor the LSTM does not use, all declared
-    honestly. Only the LSTM's weights may be read (the whole file used to be: 6 GB, 18 s)."""
+    honestly. Only the LSTM's weights may be read, never the whole file."""
     path = tmp_path / "junk.safetensors"
     header, offset, blobs = {}, 0, []
     for name, array in arrays.items():

@@ -111,9 +111,8 @@ struct Kernels {
       const T* block = args.w + p * panel_values + k0 * args.gates * kPanel;
       // While the tiles run on this block, the next one (the weights right after it) is fetched
       // into L2, a share of its lines per tile, so the first tile on it does not wait for L3 or
-      // memory. Each tile issues its share one line per k: the same prefetches as a burst before
-      // each tile stalled it (bench/kernel_probe.sh: batch32's recurrent step took 189 us with the
-      // burst, 177 spread; 16 rows of H 1024, 1.7-2.1 ms against 1.5).
+      // memory. Each tile issues its share one line per k, spread over its FMAs: the same
+      // prefetches as a burst before each tile stall it (bench/kernel_probe.sh shows the difference).
       const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(T)) / 64;
       const char* next = reinterpret_cast<const char*>(block) + block_lines * 64;
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
