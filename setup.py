@@ -20,6 +20,7 @@ ISA_FLAGS = {
 sources = [
     "csrc/bindings.cc",
     "csrc/cpu_features.cc",
+    "csrc/linear.cc",
     "csrc/lstm.cc",
     "csrc/thread_pool.cc",
     "csrc/kernels/kernels_scalar.cc",

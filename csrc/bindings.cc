@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_features.h"
+#include "linear.h"
 #include "lstm.h"
 #include "thread_pool.h"
 
@@ -412,6 +413,69 @@ void bind_packed_lstm(py::module_& m, const char* name) {
            "when out, h_n and c_n are all given.");
 }
 
+// nn.Linear for converted models' heads: (rows, in_features) in, a new (rows, out_features) out.
+template <typename T>
+class PyPackedLinear {
+ public:
+  PyPackedLinear(const py::object& weight, const py::object& bias) : linear_(build(weight, bias)) {}
+
+  py::array forward(const py::object& input) const {
+    const py::array x = as_array(input, "input");
+    require_dtype<T>(x, "input");
+    require_aligned<T>(x, "input");
+    if (x.ndim() != 2) throw std::invalid_argument("input must be 2-D (rows, in_features), got " + shape_string(x));
+    if (x.shape(1) != linear_.in_features())
+      throw std::invalid_argument("input must have " + std::to_string(linear_.in_features()) + " features, got " +
+                                  shape_string(x));
+    const int64_t rows = x.shape(0);
+    py::array out = new_array<T>({rows, linear_.out_features()});
+    if (rows == 0) return out;
+    const int64_t x_stride = element_stride<T>(x, 0, false);
+    element_stride<T>(x, 1, true);
+    const T* x_data = static_cast<const T*>(x.data());
+    T* out_data = static_cast<T*>(out.mutable_data());
+    {
+      py::gil_scoped_release release;
+      linear_.forward(x_data, rows, x_stride, out_data, linear_.out_features());
+    }
+    return out;
+  }
+
+  int64_t in_features() const { return linear_.in_features(); }
+  int64_t out_features() const { return linear_.out_features(); }
+
+ private:
+  static PackedLinear<T> build(const py::object& weight_object, const py::object& bias_object) {
+    constexpr int64_t kMaxDim = int64_t(1) << 24;  // every size product below fits in int64 with room
+    const py::array weight = as_array(weight_object, "weight");
+    require_dtype<T>(weight, "weight");
+    if (weight.ndim() != 2 || weight.shape(0) <= 0 || weight.shape(1) <= 0 || weight.shape(0) > kMaxDim ||
+        weight.shape(1) > kMaxDim)
+      throw std::invalid_argument("weight must be 2-D (out_features, in_features) with sizes in [1, 2**24], got " +
+                                  shape_string(weight));
+    require_array<T>(weight, "weight", {weight.shape(0), weight.shape(1)});
+    const T* bias = nullptr;
+    if (!bias_object.is_none()) {
+      const py::array b = as_array(bias_object, "bias");
+      require_array<T>(b, "bias", {weight.shape(0)});
+      bias = static_cast<const T*>(b.data());
+    }
+    return PackedLinear<T>(static_cast<const T*>(weight.data()), bias, weight.shape(0), weight.shape(1));
+  }
+
+  PackedLinear<T> linear_;
+};
+
+template <typename T>
+void bind_packed_linear(py::module_& m, const char* name) {
+  py::class_<PyPackedLinear<T>>(m, name, "An nn.Linear's weights packed for the kernels of this CPU; immutable.")
+      .def(py::init<const py::object&, const py::object&>(), py::arg("weight"), py::arg("bias"))
+      .def("forward", &PyPackedLinear<T>::forward, py::arg("input"),
+           "input (rows, in_features) -> a new (rows, out_features) array: input @ weight.T + bias, GIL released.")
+      .def_property_readonly("in_features", &PyPackedLinear<T>::in_features)
+      .def_property_readonly("out_features", &PyPackedLinear<T>::out_features);
+}
+
 }  // namespace
 }  // namespace fastlstm
 
@@ -420,6 +484,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's C++ core: packed LSTM weights and the forward pass.";
   bind_packed_lstm<float>(m, "PackedLstmF32");
   bind_packed_lstm<double>(m, "PackedLstmF64");
+  bind_packed_linear<float>(m, "PackedLinearF32");
+  bind_packed_linear<double>(m, "PackedLinearF64");
   m.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); },
         "Threads one forward call may use by default, the caller's included.");
   m.def("set_num_threads", [](const py::object& n) {

@@ -18,7 +18,10 @@ except ImportError as _error:  # most often: Python started in the repository, b
     ) from _error
 from ._cell import LSTMCell
 from ._config import LSTMConfig
+from ._errors import ConversionError
 from ._model import LSTM, load
+from ._program import Model
+from .converters import convert  # torch is imported only when convert is called
 from ._system import (
     MAX_THREADS,
     cpu_info,
@@ -33,6 +36,9 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMConfig",
+    "Model",
+    "ConversionError",
+    "convert",
     "load",
     "cpu_info",
     "set_isa",

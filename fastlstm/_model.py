@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # the program module imports this one
+    from ._program import Model
 
 from . import _core, _interop
 from ._checks import (
@@ -393,9 +396,14 @@ def _random_weights(config: LSTMConfig, dtype: np.dtype, seed: Optional[int]) ->
 
 def load(
     path: Union[str, os.PathLike], prefix: Optional[str] = None, batch_first: Optional[bool] = None
-) -> LSTM:
+) -> Union[LSTM, "Model"]:
     """Load an LSTM from a weights file: `.safetensors` or `.npz` (torch-free) or `.pt`/`.pth`
     (via `torch.load(..., weights_only=True)`; a state_dict, a whole model's, or a checkpoint
-    nesting one). `batch_first=None` uses the file's own setting (fastlstm files) or False."""
+    nesting one). `batch_first=None` uses the file's own setting (fastlstm files) or False.
+    A whole model saved by `fastlstm.convert(...).save` loads as a `fastlstm.Model`."""
+    from ._program_file import is_program_file, load_program  # here: _program_file imports this module
+
+    if is_program_file(path):
+        return load_program(path, prefix, batch_first)
     config, weights = load_config_and_weights(path, prefix=prefix, batch_first=batch_first)
     return LSTM._from_validated(config, weights)
