@@ -15,6 +15,14 @@ from ._symbolic import bind_dims, compile_shape_check, describe_shape
 
 __all__ = ["Model"]
 
+_MAX_ACCEPTED_SHAPES = 256  # distinct input shapes remembered as checked, per model
+
+
+def _single_output_slot(tree: Any) -> Optional[int]:
+    """The slot of forward's result when it is a single value, else None."""
+    (kind, spec), = tree.items()
+    return spec if kind == "slot" else None
+
 
 class Model:
     """A whole PyTorch model converted by `fastlstm.convert`: ``outputs = model(*inputs)``.
@@ -34,7 +42,7 @@ class Model:
     """
 
     __slots__ = ("_program", "_weights", "_steps", "_inputs", "_num_slots", "_symbols", "_op_names",
-                 "_flat_inputs", "_check_shapes")
+                 "_flat_inputs", "_check_shapes", "_accepted_shapes", "_output_slot")
 
     def __init__(self, program: Union[str, Mapping[str, Any]], weights: Mapping[str, np.ndarray]) -> None:
         parsed = parse_program(program if isinstance(program, (str, bytes)) else dict(program))
@@ -50,6 +58,11 @@ class Model:
             "_flat_inputs": _flat_inputs(parsed),
             "_check_shapes": compile_shape_check([spec.shape for spec in parsed.inputs], parsed.symbols,
                                                  parsed.conditions),
+            # Input shapes that passed _check_shapes: a service sends the same few shapes again and
+            # again, and the check is a visible share of a small model's call.
+            "_accepted_shapes": {},
+            # forward's result when it is one array, returned without walking the output tree.
+            "_output_slot": _single_output_slot(parsed.output_tree),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -69,6 +82,12 @@ class Model:
             op, source = self._op_names[index]
             where = f" ({source})" if source else ""
             raise type(exc)(f"{program.source_name}: operation {index} ({op}){where} failed: {exc}") from exc
+        slot = self._output_slot
+        if slot is not None and not as_torch:
+            value = env[slot]
+            # What build_outputs would return as it is: never a read-only weight or a reversed view.
+            if type(value) is np.ndarray and value.flags.writeable and min(value.strides, default=0) >= 0:
+                return value
         return build_outputs(program.output_tree, env, as_torch)
 
     forward = __call__
@@ -87,7 +106,12 @@ class Model:
                 env[slot] = value
                 shapes.append(value.shape)
             else:
+                key = tuple(shapes)
+                if key in self._accepted_shapes:
+                    return env, False
                 if self._check_shapes(shapes) is not None:
+                    if len(self._accepted_shapes) < _MAX_ACCEPTED_SHAPES:
+                        self._accepted_shapes[key] = True
                     return env, False
         return self._bind_inputs_checked(inputs)
 

@@ -118,6 +118,10 @@ def register(subparsers: Any) -> None:
                         help="comma-separated standard configs (listed below), or 'all' (the default)")
     parser.add_argument("--model", type=Path, metavar="FILE", help="time your own weights instead: any file "
                         "fastlstm.load reads (.pt/.pth state_dict, .safetensors, .npz), on --seq-len x --batch inputs")
+    parser.add_argument("--whole-models", nargs="?", const="all", metavar="NAMES",
+                        help="time whole models instead (convert vs torch vs ORT on the whole exported module): "
+                             "'all' (if no NAMES) or a comma-separated list of forecaster, tagger, speaker; each at "
+                             "batch 1 and 32, plus the converted model against its LSTM alone")
     parser.add_argument("--seq-len", type=positive_int, metavar="T", help=f"with --model (default {DEFAULT_MODEL_SEQ_LEN})")
     parser.add_argument("--batch", type=positive_int, metavar="B", help=f"with --model (default {DEFAULT_MODEL_BATCH})")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
@@ -146,8 +150,11 @@ def weight_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 def run_bench(args: argparse.Namespace, command: str) -> int:
     """Run `fastlstm bench` from parsed arguments; return the exit status."""
+    from fastlstm._program_file import is_program_file
     from fastlstm.bench.comparison import comparison_report, plot_speedups
 
+    if args.whole_models is not None or (args.model is not None and is_program_file(args.model)):
+        return run_whole_model_bench(args, command)
     try:
         sources = weight_sources(args, args.parser)
     except (OSError, ValueError, TypeError, RuntimeError) as error:
@@ -162,4 +169,49 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     title = f"fastlstm speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)
     publish(comparison_report(cases, settings, run), args.out, "results", chart)
+    return mismatch_status(cases)
+
+
+def run_whole_model_bench(args: argparse.Namespace, command: str) -> int:
+    """`--whole-models` (the standard whole models) or `--model` on a file written by fastlstm.convert."""
+    from fastlstm.bench import whole_models
+    from fastlstm.bench.comparison import comparison_report, plot_speedups
+
+    parser = args.parser
+    if args.whole_models is not None and (args.model is not None or args.configs != "all"):
+        parser.error("--whole-models, --model and --configs are alternatives; give one")
+    if args.whole_models is not None and (args.seq_len is not None or args.batch is not None):
+        parser.error("--seq-len and --batch apply to --model; the whole models fix their own input shape")
+    if args.model is not None and args.configs != "all":
+        parser.error("--configs and --model are alternatives; give one")
+    settings = settings_from(args, args.threads)
+    run = run_info(command)
+    budget = f"{args.repeats} rounds" if args.repeats else f"~{args.seconds:g} s"
+    if args.model is not None:
+        progress(f"fastlstm bench: converted model {args.model}, fastlstm only, {settings.threads} thread(s), {budget}")
+        try:
+            case = whole_models.run_converted_file(args.model, args.seq_len or DEFAULT_MODEL_SEQ_LEN,
+                                                   args.batch or DEFAULT_MODEL_BATCH, settings)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            progress(f"fastlstm bench: error: cannot run {args.model}: {error}")
+            return EXIT_USAGE
+        case_progress(1, 1, case)
+        publish(comparison_report([case], settings, run), args.out, "results")
+        return 0
+    try:
+        names = whole_models.select_models(args.whole_models)
+    except ValueError as error:
+        parser.error(str(error))
+    engines = ", ".join(ENGINE_LABELS[name] for name in settings.engines)
+    progress(f"fastlstm bench: whole models {', '.join(names)} at batch 1 and 32, engines {engines}, "
+             f"{settings.threads} thread(s), {budget} each (twice: engines, then model vs bare LSTM)")
+    cases, overheads = whole_models.run_whole_models(names, settings, case_progress)
+    result = comparison_report(cases, settings, run)
+    result.title = "fastlstm whole-model benchmark"
+    result.sections.append(whole_models.overhead_section(overheads))
+    result.notes += [note for note in [whole_models.openvino_note()] if note]
+    result.data["overhead"] = overheads
+    title = f"fastlstm whole-model speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
+    chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)
+    publish(result, args.out, "results", chart)
     return mismatch_status(cases)
