@@ -22,6 +22,7 @@ from ._errors import ConversionError
 from ._model import LSTM, load
 from ._program import Model
 from .converters import convert  # torch is imported only when convert is called
+from .accelerate import accelerate  # likewise, torch is imported only when it is called
 from ._system import (
     MAX_THREADS,
     cpu_info,
@@ -39,6 +40,7 @@ __all__ = [
     "Model",
     "ConversionError",
     "convert",
+    "accelerate",
     "load",
     "cpu_info",
     "set_isa",

@@ -16,7 +16,7 @@ import numpy as np
 from . import _interop
 from ._checks import check_array_dtype, check_input_size, check_weights_dtype, checked_state_pair, normalize_dtype
 from ._config import LSTMConfig
-from ._model import LSTM
+from ._model import LSTM, contained_modules_hint
 from ._state_dict import check_single_dtype, choose_prefix, flatten_state_dict, format_keys, parameter_array
 from ._torch_weights import torch_module_weights
 
@@ -92,6 +92,8 @@ class LSTMCell:
             hint = ""
             if torch is not None and isinstance(module, torch.nn.LSTM):
                 hint = " (use fastlstm.LSTM.from_torch for an nn.LSTM)"
+            else:
+                hint = contained_modules_hint(module, "LSTMCell", "LSTMCell.from_torch")
             raise TypeError(
                 f"LSTMCell.from_torch expects a torch.nn.LSTMCell, got "
                 f"{type(module).__module__}.{type(module).__name__}{hint}"

@@ -25,16 +25,17 @@ import re
 import stat
 import struct
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from ._checks import MAX_MODEL_BYTES, MAX_PICKLE_BYTES, SUPPORTED_DTYPES, DeclaredTensor, check_parameter_sizes
 from ._config import LSTMConfig
-from ._state_dict import extract_lstm, locate_lstm
+from ._state_dict import _is_torch_tensor, extract_lstm, format_keys, locate_lstm
 
 __all__ = [
     "FORMAT_VERSION",
@@ -739,15 +740,68 @@ def load_config_and_weights(
 
 def _extract_from_file(where: str, mapping: Mapping, prefix: Optional[str],
                        batch_first: bool) -> Tuple[LSTMConfig, Dict[str, np.ndarray]]:
-    """extract_lstm on what a file holds, with errors naming the file (`where`)."""
+    """extract_lstm on what a file holds, with errors naming the file (`where`), warning about
+    the model parameters it leaves out (see :func:`_warn_ignored`)."""
     copy = True
+    contents = mapping.stand_ins() if isinstance(mapping, FileArrays) else mapping
+    planned, prefix = _call_naming_file(where, locate_lstm, contents, prefix, batch_first)
     if isinstance(mapping, FileArrays):
         # Validate on what the file declares, then read only the LSTM's arrays, which are fresh
         # and ours: no copy of them is needed.
-        planned, prefix = _call_naming_file(where, locate_lstm, mapping.stand_ins(), prefix, batch_first)
         mapping = mapping.read([prefix + name for name in planned.parameter_shapes()])
         copy = False
-    return _call_naming_file(where, extract_lstm, mapping, prefix, batch_first, copy=copy)
+    result = _call_naming_file(where, extract_lstm, mapping, prefix, batch_first, copy=copy)
+    _warn_ignored(where, contents, {prefix + name for name in planned.parameter_shapes()}, prefix)
+    return result
+
+
+def _warn_ignored(where: str, contents: Mapping, used: Set[str], prefix: str) -> None:
+    """A UserWarning when the file holds model tensors besides the LSTM's (a whole model's
+    state_dict): `fastlstm.load` serves the LSTM alone, and silently dropping a Linear head is how
+    users end up serving half a model. The ignored tensors are named (the first
+    _MAX_KEYS_IN_MESSAGE, then a count). A training checkpoint's other entries (optimizer or
+    scheduler state: mappings with "param_groups"; numbers, strings and lists such as "epoch")
+    are not model parameters: they are counted and named by their top-level entry only, and on
+    their own (an LSTM-only model's checkpoint) they cause no warning."""
+    tensors: List[str] = []
+    others: List[str] = []
+    stack: List[Tuple[Iterator[Tuple[Any, Any]], str]] = [(iter(contents.items()), "")]
+    while stack:  # iterative, in the mapping's order: flatten_state_dict has bounded the depth
+        items, path = stack[-1]
+        for key, value in items:
+            name = path + str(key)
+            if isinstance(value, Mapping):
+                if "param_groups" in value:  # torch.optim state: never listed key by key
+                    others.append(name)
+                else:
+                    stack.append((iter(value.items()), name + "."))
+                    break
+            elif isinstance(value, np.ndarray) or _is_torch_tensor(value):
+                if name not in used:
+                    tensors.append(name)
+            else:
+                top = name.split(".", 1)[0]
+                label = name if prefix.startswith(top + ".") else top  # beside the LSTM: in full
+                if label not in others:
+                    others.append(label)
+        else:
+            stack.pop()
+    if not tensors:
+        return
+    where_lstm = f"the nn.LSTM under {prefix!r}" if prefix else "the nn.LSTM"
+    rest = ""
+    if others:
+        rest = (f"; {len(others)} other checkpoint {'entry' if len(others) == 1 else 'entries'} "
+                f"(optimizer state, counters...) ignored too: {format_keys(others)}")
+    warnings.warn(
+        f"{where!r}: loaded {where_lstm} and ignored {len(tensors)} other model "
+        f"{'tensor' if len(tensors) == 1 else 'tensors'}: {format_keys(tensors)}{rest}. "
+        f"fastlstm.load serves the LSTM alone; to serve the whole model, convert it where torch "
+        f"is installed with model = fastlstm.convert(module, example) and model.save(path) "
+        f"(fastlstm.load then loads the whole model)",
+        UserWarning,
+        stacklevel=5,  # _warn_ignored <- _extract_from_file <- load_config_and_weights <- load <- caller
+    )
 
 
 def _call_naming_file(where: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

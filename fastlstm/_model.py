@@ -146,7 +146,8 @@ class LSTM:
         """
         torch = _interop.loaded_torch()
         if torch is None or not isinstance(module, torch.nn.LSTM):
-            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__module__}.{type(module).__name__}")
+            hint = contained_modules_hint(module, "LSTM", "LSTM.from_torch")
+            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__module__}.{type(module).__name__}{hint}")
         config = LSTMConfig(module.input_size, module.hidden_size, module.num_layers, bool(module.bias),
                             bool(module.batch_first), bool(module.bidirectional), module.proj_size)
         state = torch_module_weights(module, config.parameter_shapes())
@@ -376,6 +377,30 @@ class LSTM:
         return output, (h_n, c_n)
 
 
+def contained_modules_hint(module: Any, kind: str, method: str) -> str:
+    """For `method` given a whole model: ": net.lstm is an nn.LSTM: pass it, or
+    fastlstm.convert(net, example) for the whole model", naming every nn.`kind` inside `module` by
+    its attribute path ("net" standing for the model; list items as net.layers[0]). Empty if
+    `module` is no torch module or holds none."""
+    torch = _interop.loaded_torch()
+    if torch is None or not isinstance(module, torch.nn.Module):
+        return ""
+    wanted = getattr(torch.nn, kind)
+    paths = []
+    for name, child in module.named_modules():
+        if name and isinstance(child, wanted):
+            parts = name.split(".")
+            paths.append("net" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts))
+    if not paths:
+        return ""
+    whole = "or fastlstm.convert(net, example) for the whole model"
+    if len(paths) == 1:
+        return f": {paths[0]} is an nn.{kind}: pass it, {whole}"
+    shown = ", ".join(paths[:12]) + (f", ... ({len(paths) - 12} more)" if len(paths) > 12 else "")
+    return (f": the model holds {len(paths)} nn.{kind} modules ({shown}): pass one of them, e.g. "
+            f"{method}({paths[0]}), {whole}")
+
+
 def _is_numpy_array_pair(hx: Any) -> bool:
     """Whether hx is a tuple of exactly two numpy arrays (not subclasses), which the extension
     checks itself: only such states may take the fast path of a call."""
@@ -400,7 +425,13 @@ def load(
     """Load an LSTM from a weights file: `.safetensors` or `.npz` (torch-free) or `.pt`/`.pth`
     (via `torch.load(..., weights_only=True)`; a state_dict, a whole model's, or a checkpoint
     nesting one). `batch_first=None` uses the file's own setting (fastlstm files) or False.
-    A whole model saved by `fastlstm.convert(...).save` loads as a `fastlstm.Model`."""
+    A whole model saved by `fastlstm.convert(...).save` loads as a `fastlstm.Model`.
+
+    A weights file is served as its LSTM alone: if it holds other model tensors (a whole model's
+    state_dict: `linear.weight`...), a UserWarning names them (the first 12, then a count) and
+    points at `fastlstm.convert(module, example)` for the whole model. A training checkpoint's
+    other entries (optimizer or scheduler state, `epoch`, `loss`...) are not model parameters:
+    the warning only counts them, by their top-level names, and they alone cause no warning."""
     from ._program_file import is_program_file, load_program  # here: _program_file imports this module
 
     if is_program_file(path):

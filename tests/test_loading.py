@@ -26,6 +26,9 @@ from fastlstm._state_dict import (  # noqa: E402
     flatten_state_dict,
 )
 
+# fastlstm.load on a file that holds more than the LSTM warns (tests/test_load_frictions.py).
+WHOLE_MODEL_IGNORED = "ignore:.*fastlstm.load serves the LSTM alone:UserWarning"
+
 
 # (num_layers, bidirectional, bias, proj_size, dtype): each axis that changes the set of
 # parameter names or their shapes, alone and combined.
@@ -364,6 +367,7 @@ def test_bad_arguments():
 # files
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 @pytest.mark.parametrize("suffix", [".pt", ".pth"])
 def test_torch_save_state_dict(tmp_path, suffix):
     net = Net(num_layers=2, bidirectional=True, proj_size=2)
@@ -378,6 +382,7 @@ def test_torch_save_state_dict(tmp_path, suffix):
     assert config.batch_first is True
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 def test_torch_save_checkpoint(tmp_path):
     net = Net(num_layers=1, dtype=torch.float64)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
@@ -390,6 +395,7 @@ def test_torch_save_checkpoint(tmp_path):
     assert_matches(config, weights, net.rnn)
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 def test_safetensors_written_by_torch(tmp_path):
     from safetensors.torch import save_file
 
@@ -402,6 +408,7 @@ def test_safetensors_written_by_torch(tmp_path):
     assert_matches(config, weights, net.rnn)
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 def test_npz(tmp_path):
     net = Net(num_layers=2, bias=False)
     path = tmp_path / "model.npz"
@@ -594,6 +601,7 @@ def test_modules_do_not_import_torch(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 def test_legacy_torch_save_format_loads(tmp_path):
     """torch.save(..., _use_new_zipfile_serialization=False) files (torch < 1.6's default) are read
     without mmap, which needs the zip format."""
@@ -604,6 +612,7 @@ def test_legacy_torch_save_format_loads(tmp_path):
     assert_matches(config, weights, net.rnn)
 
 
+@pytest.mark.filterwarnings(WHOLE_MODEL_IGNORED)  # the file holds the head too: load warns, as intended
 def test_pt_repacked_without_alignment_loads(tmp_path):
     """A .pt re-zipped by another tool (stored records, no 64-byte alignment) still loads."""
     import zipfile
