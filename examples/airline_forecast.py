@@ -174,10 +174,12 @@ def plot(out: Path, scaling: Tuple[float, float], torch_forecast: "np.ndarray | 
 
 def serve_without_torch(model_path: Path, out: Path) -> np.ndarray:
     """Run `--serve` in a child process where `import torch` fails; return its forecast."""
+    model_path, out = model_path.resolve(), out.resolve()
     code = ("import runpy, sys; sys.modules['torch'] = None; "
             f"sys.argv = [{str(Path(__file__).resolve())!r}, '--serve', {str(model_path)!r}, '--out', {str(out)!r}]; "
             "runpy.run_path(sys.argv[0], run_name='__main__')")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # Run from the output folder: started in a source checkout, `-c` would import the unbuilt package there.
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=out)
     return np.load(out / "fastlstm_forecast.npy")
 
 

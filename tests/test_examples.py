@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def test_airline_forecast_runs_and_fastlstm_matches_torch(tmp_path: Path) -> None:
     completed = subprocess.run([sys.executable, str(EXAMPLES / "airline_forecast.py"), "--epochs", "15",
-                                "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+                                "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert "max abs difference" in completed.stdout and "1960-12" in completed.stdout  # the table
     torch_forecast = np.load(tmp_path / "torch_forecast.npy")
