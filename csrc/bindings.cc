@@ -144,11 +144,12 @@ int thread_count(const py::handle& value, const char* name, int minimum) {
                          std::string(py::str(py::type::of(value).attr("__name__"))));
   const Py_ssize_t n = PyNumber_AsSsize_t(value.ptr(), nullptr);  // saturates instead of overflowing
   if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  const bool saturated = n == PY_SSIZE_T_MAX || n == PY_SSIZE_T_MIN;  // printing a huge int could itself fail
   if (n < minimum || n > ThreadPool::kMaxThreads)
     throw std::invalid_argument(std::string(name) + " must lie in [" + std::to_string(minimum) + ", " +
                                 std::to_string(ThreadPool::kMaxThreads) + "]" +
                                 (minimum == 0 ? " (0: the default from set_num_threads)" : "") + ", got " +
-                                std::string(py::str(value)));
+                                (saturated ? std::string("an integer beyond 64 bits") : std::to_string(n)));
   return static_cast<int>(n);
 }
 
@@ -189,6 +190,8 @@ class PyPackedLstm {
   py::object forward(const py::array& x, bool batch_first, const py::object& h0, const py::object& c0,
                     const py::object& lengths, const py::object& out, const py::object& h_n,
                     const py::object& c_n, const py::object& num_threads) const {
+    // First: its __index__ is Python code, which must not run between the checks and the compute.
+    const int threads = thread_count(num_threads, "num_threads", 0);
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 3) throw std::invalid_argument("input must be 3-D, got " + std::to_string(x.ndim()) + "-D");
@@ -235,13 +238,14 @@ class PyPackedLstm {
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_t = batch_first ? width : batch * width;
     req.out_stride_b = batch_first ? steps * width : width;
-    return run(x, req, arrays, out, h_n, c_n, num_threads);
+    return run(x, req, arrays, out, h_n, c_n, threads);
   }
 
   // One time step of (batch, input_size) or unbatched (input_size,) input, with states shaped as
   // nn.LSTM's hx (2-D when unbatched) and optional caller-owned outputs: the streaming fast path.
   py::object step(const py::array& x, const py::object& h0, const py::object& c0, const py::object& out,
                  const py::object& h_n, const py::object& c_n, const py::object& num_threads) const {
+    const int threads = thread_count(num_threads, "num_threads", 0);  // first, as in forward
     const LstmDims& dims = lstm_.dims();
     require_dtype<T>(x, "input");
     if (x.ndim() != 1 && x.ndim() != 2)
@@ -269,7 +273,7 @@ class PyPackedLstm {
     bind_initial_state(req, arrays, h0, c0, h_shape, c_shape);
     bind_outputs(req, arrays, out, h_n, c_n, out_shape, h_shape, c_shape);
     req.out_stride_b = width;
-    return run(x, req, arrays, out, h_n, c_n, num_threads);
+    return run(x, req, arrays, out, h_n, c_n, threads);
   }
 
  private:
@@ -340,10 +344,9 @@ class PyPackedLstm {
   // Checks what the caller gave (out, h_n, c_n as given, None for fresh arrays), then computes.
   // Returns (output, h_n, c_n); None when the caller gave all three (the streaming path needs no tuple).
   py::object run(const py::array& x, const ForwardRequest<T>& req, const Arrays& arrays, const py::object& out,
-                 const py::object& h_n, const py::object& c_n, const py::object& num_threads) const {
+                 const py::object& h_n, const py::object& c_n, int threads) const {
     // Fresh outputs are new memory and cannot overlap anything; caller-given ones are checked.
     if (!out.is_none() || !h_n.is_none() || !c_n.is_none()) check_no_overlap(x, arrays);
-    const int threads = thread_count(num_threads, "num_threads", 0);
     {
       py::gil_scoped_release release;
       lstm_.forward(req, threads);

@@ -56,9 +56,12 @@ constexpr uint64_t kJoinedMask = kClosed - 1;
 
 void ThreadPool::worker_loop(int /*index*/) {
   uint64_t seen = generation_.load(std::memory_order_acquire);
+  bool helped = false;
   for (;;) {
-    // Back-to-back calls find the worker still spinning; idle workers sleep.
-    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(1000);
+    // A worker that just helped spins a while, so back-to-back calls find it awake; any other
+    // sleeps at once. (Workers a call did not need must not spin: after one call with many
+    // threads, every later call would wake them all to burn the cores its own team needs.)
+    const auto spin_deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(helped ? 1000 : 0);
     while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_deadline)
       cpu_relax();
     if (generation_.load(std::memory_order_acquire) == seen) {
@@ -77,7 +80,8 @@ void ThreadPool::worker_loop(int /*index*/) {
         break;
       }
     }
-    if (member < 0) continue;  // the call has finished, or has all the helpers it wants
+    helped = member >= 0;
+    if (!helped) continue;  // the call has finished, or has all the helpers it wants
     (*job_)(member);
     done_.fetch_add(1, std::memory_order_release);
   }
@@ -101,7 +105,8 @@ bool ThreadPool::run(int max_members, const std::function<void(int)>& job) {
     join_.store((generation & 0xffffffffu) << 32, std::memory_order_relaxed);
     generation_.store(generation, std::memory_order_release);
   }
-  wake_.notify_all();
+  // As many sleepers as the call can use; workers still spinning from the last call join first.
+  for (int i = 1; i < max_members; ++i) wake_.notify_one();
   // The caller starts at once; workers join whenever they get a core, up to the end of the call.
   job(0);
   const int joined = static_cast<int>(join_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask);

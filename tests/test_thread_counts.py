@@ -145,3 +145,24 @@ def test_numpy_integers_are_thread_counts() -> None:
         np.testing.assert_array_equal(model(x, num_threads=np.int32(2))[0], model(x, num_threads=1)[0])
     finally:
         fastlstm.set_num_threads(before)
+
+
+def test_workers_a_call_does_not_need_stay_asleep() -> None:
+    """After one call with 1024 threads the pool holds 1023 workers; a later 2-thread call must wake
+    only the one it can use. (Waking them all cost ~1 CPU-second per call on spinning workers.)"""
+    code = """
+    import json, os, time
+    import numpy as np
+    import fastlstm
+    model = fastlstm.LSTM(16, 64, seed=0)
+    x = np.zeros((5, 16, 16), np.float32)
+    model(np.zeros((1, 4096, 16), np.float32), num_threads=fastlstm.MAX_THREADS)
+    time.sleep(0.2)  # the helpers of that call go back to sleep
+    before = os.times()
+    for _ in range(10):
+        model(x, num_threads=2)
+    after = os.times()
+    print(json.dumps({"cpu_seconds": (after.user + after.system) - (before.user + before.system)}))
+    """
+    report = run_python(code, timeout=180)
+    assert report["cpu_seconds"] < 2.0, f"10 small 2-thread calls took {report['cpu_seconds']:.1f} CPU-seconds"
