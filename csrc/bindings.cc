@@ -135,15 +135,20 @@ void require_array(const py::array& a, const char* name, const Shape& shape) {
   if (!(a.flags() & py::array::c_style)) throw std::invalid_argument(std::string(name) + " must be C-contiguous");
 }
 
-// A thread count given from Python: an int (or anything with __index__, as numpy's integers) in
-// [minimum, ThreadPool::kMaxThreads]. Taken as an object so that a float, None or 2**31 gets a
-// message naming the argument rather than pybind11's list of overloads.
-int thread_count(const py::handle& value, const char* name, int minimum) {
+// An integer argument given from Python: an int or anything with __index__ (numpy's integers),
+// not a bool, saturated to Py_ssize_t. Taken as an object so that a float or None gets
+// "<requirement>, got float" rather than pybind11's list of overloads.
+Py_ssize_t integer_argument(const py::handle& value, const std::string& requirement) {
   if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
-    throw py::type_error(std::string(name) + " must be an int, got " +
-                         std::string(py::str(py::type::of(value).attr("__name__"))));
+    throw py::type_error(requirement + ", got " + std::string(py::str(py::type::of(value).attr("__name__"))));
   const Py_ssize_t n = PyNumber_AsSsize_t(value.ptr(), nullptr);  // saturates instead of overflowing
   if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return n;
+}
+
+// A thread count in [minimum, ThreadPool::kMaxThreads].
+int thread_count(const py::handle& value, const char* name, int minimum) {
+  const Py_ssize_t n = integer_argument(value, std::string(name) + " must be an int");
   const bool saturated = n == PY_SSIZE_T_MAX || n == PY_SSIZE_T_MIN;  // printing a huge int could itself fail
   if (n < minimum || n > ThreadPool::kMaxThreads)
     throw std::invalid_argument(std::string(name) + " must lie in [" + std::to_string(minimum) + ", " +
@@ -497,11 +502,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
   m.def("get_workspace_limit", &workspace_limit, "Scratch bytes a thread keeps between calls, per dtype.");
   m.def("set_workspace_limit", [](const py::object& bytes) {
-    if (PyBool_Check(bytes.ptr()) || !PyIndex_Check(bytes.ptr()))
-      throw py::type_error("workspace limit must be an int (bytes), got " +
-                           std::string(py::str(py::type::of(bytes).attr("__name__"))));
-    const Py_ssize_t n = PyNumber_AsSsize_t(bytes.ptr(), nullptr);
-    if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+    const Py_ssize_t n = integer_argument(bytes, "workspace limit must be an int (bytes)");
     if (n < 0) throw std::invalid_argument("workspace limit must be >= 0 bytes, got " + std::to_string(n));
     set_workspace_limit(n);
   }, py::arg("bytes"), "Set the scratch bytes a thread keeps between calls, per dtype.");

@@ -151,6 +151,21 @@ class _Accelerated:
             self.__dict__[_CACHE] = (key, packed)
             return packed
 
+    def _fastlstm_forward(self, torch: Any, input: Any, data: Any, hx: Any) -> Any:
+        """forward on fastlstm when this call may use it (`data`: the input's tensor), else torch's."""
+        packed = None
+        states = tuple(hx) if isinstance(hx, (tuple, list)) and len(hx) == 2 else (None,) if hx is None else None
+        if states is not None and self._fastlstm_usable(torch, (data, *states)):
+            packed = self._fastlstm_packed(torch)
+            if packed is not None and data.dtype is not _torch_dtype(packed.dtype, torch):
+                packed = None
+        if packed is not None:
+            try:
+                return packed(input, hx)
+            except (TypeError, ValueError, RuntimeError):
+                pass  # torch says what is wrong, in its own words (or computes what fastlstm refused)
+        return super().forward(input, hx)  # type: ignore[misc]
+
     def _fastlstm_usable(self, torch: Any, tensors: Tuple[Any, ...]) -> bool:
         """Whether this call may run on fastlstm, as far as its inputs and torch's modes say."""
         if self.training and (self._modules or self._forward_pre_hooks):
@@ -203,20 +218,10 @@ class _AcceleratedLSTM(_Accelerated):
 
     def forward(self, input: Any, hx: Any = None) -> Any:
         torch = sys.modules["torch"]
-        packed = None
-        if not (self.training and self.dropout > 0 and self.num_layers > 1):
-            data = input.data if isinstance(input, torch.nn.utils.rnn.PackedSequence) else input
-            states = tuple(hx) if isinstance(hx, (tuple, list)) and len(hx) == 2 else (None,) if hx is None else None
-            if states is not None and self._fastlstm_usable(torch, (data, *states)):
-                packed = self._fastlstm_packed(torch)
-                if packed is not None and data.dtype is not _torch_dtype(packed.dtype, torch):
-                    packed = None
-        if packed is not None:
-            try:
-                return packed(input, hx)
-            except (TypeError, ValueError, RuntimeError):
-                pass  # torch says what is wrong, in its own words (or computes what fastlstm refused)
-        return super().forward(input, hx)  # type: ignore[misc]
+        if self.training and self.dropout > 0 and self.num_layers > 1:
+            return super().forward(input, hx)  # type: ignore[misc]
+        data = input.data if isinstance(input, torch.nn.utils.rnn.PackedSequence) else input
+        return self._fastlstm_forward(torch, input, data, hx)
 
 
 class _AcceleratedLSTMCell(_Accelerated):
@@ -228,19 +233,7 @@ class _AcceleratedLSTMCell(_Accelerated):
         return LSTMCell.from_torch(self)
 
     def forward(self, input: Any, hx: Any = None) -> Any:
-        torch = sys.modules["torch"]
-        packed = None
-        states = tuple(hx) if isinstance(hx, (tuple, list)) and len(hx) == 2 else (None,) if hx is None else None
-        if states is not None and self._fastlstm_usable(torch, (input, *states)):
-            packed = self._fastlstm_packed(torch)
-            if packed is not None and input.dtype is not _torch_dtype(packed.dtype, torch):
-                packed = None
-        if packed is not None:
-            try:
-                return packed(input, hx)
-            except (TypeError, ValueError, RuntimeError):
-                pass
-        return super().forward(input, hx)  # type: ignore[misc]
+        return self._fastlstm_forward(sys.modules["torch"], input, input, hx)
 
 
 def _torch_dtype(numpy_dtype: Any, torch: Any) -> Any:
