@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_features.h"
@@ -185,7 +186,33 @@ void require_input_size(const py::array& x, const LstmDims& dims) {
                                 std::to_string(given));
 }
 
-template <typename T>
+// The numpy dtype a stored weight type arrives as: numpy has no bfloat16, so its bits come as uint16.
+template <typename W>
+using NumpyWeight = std::conditional_t<std::is_same_v<W, Bf16>, uint16_t, W>;
+
+// A weight matrix of `rows` x `k` in the stored type, and for int8 the float32 scales array that
+// follows it in `arrays`: (rows, scale_groups(k)). `next` is the index of the matrix; it moves past
+// what was taken.
+template <typename T, typename W>
+MatrixSource<T, W> take_matrix(const std::vector<py::array>& arrays, std::size_t& next, int64_t rows, int64_t k) {
+  auto take = [&]() -> const py::array& {
+    if (next >= arrays.size())
+      throw std::invalid_argument("expected more weight arrays than the " + std::to_string(arrays.size()) + " given");
+    return arrays[next++];
+  };
+  MatrixSource<T, W> source;
+  const py::array& values = take();
+  require_array<NumpyWeight<W>>(values, "weight", {rows, k});
+  source.values = reinterpret_cast<const W*>(values.data());
+  if constexpr (WeightFormat<W>::kScaled) {
+    const py::array& scales = take();
+    require_array<T>(scales, "weight scales", {rows, scale_groups(k)});
+    source.scales = static_cast<const T*>(scales.data());
+  }
+  return source;
+}
+
+template <typename T, typename W = T>
 class PyPackedLstm {
  public:
   PyPackedLstm(int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bias, bool bidirectional,
@@ -369,63 +396,69 @@ class PyPackedLstm {
     return array;
   }
 
-  static std::vector<const T*> weight_pointers(const LstmDims& dims, const std::vector<py::array>& weights) {
-    std::vector<const T*> pointers;
+  // The arrays in nn.LSTM's order (weight_ih, weight_hh, [bias_ih, bias_hh], [weight_hr] per layer
+  // and direction), each weight matrix followed by its scales for int8; every one checked.
+  static std::vector<DirectionSource<T, W>> weight_sources(const LstmDims& dims, const std::vector<py::array>& weights) {
+    std::vector<DirectionSource<T, W>> sources;
     const int64_t H = dims.hidden_size;
     std::size_t next = 0;
-    auto take = [&](const Shape& shape) {
+    auto take_bias = [&]() {
       if (next >= weights.size())
         throw std::invalid_argument("expected more weight arrays than the " + std::to_string(weights.size()) + " given");
       const py::array& a = weights[next++];
-      require_array<T>(a, "weight", shape);
-      pointers.push_back(static_cast<const T*>(a.data()));
+      require_array<T>(a, "bias", {4 * H});
+      return static_cast<const T*>(a.data());
     };
     for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
       for (int64_t d = 0; d < dims.num_directions(); ++d) {
-        take({4 * H, dims.layer_input_size(layer)});
-        take({4 * H, dims.output_size()});
+        DirectionSource<T, W> source;
+        source.w_ih = take_matrix<T, W>(weights, next, 4 * H, dims.layer_input_size(layer));
+        source.w_hh = take_matrix<T, W>(weights, next, 4 * H, dims.output_size());
         if (dims.bias) {
-          take({4 * H});
-          take({4 * H});
+          source.b_ih = take_bias();
+          source.b_hh = take_bias();
         }
-        if (dims.proj_size > 0) take({dims.proj_size, H});
+        if (dims.proj_size > 0) source.w_hr = take_matrix<T, W>(weights, next, dims.proj_size, H);
+        sources.push_back(source);
       }
     }
     if (next != weights.size())
       throw std::invalid_argument("expected " + std::to_string(next) + " weight arrays, got " + std::to_string(weights.size()));
-    return pointers;
+    return sources;
   }
 
   // Validates every weight array before PackedLstm reads it.
-  static PackedLstm<T> build(const LstmDims& dims, const std::vector<py::array>& weights) {
-    return PackedLstm<T>(dims, weight_pointers(dims, weights));
+  static PackedLstm<T, W> build(const LstmDims& dims, const std::vector<py::array>& weights) {
+    return PackedLstm<T, W>(dims, weight_sources(dims, weights));
   }
 
-  PackedLstm<T> lstm_;
+  PackedLstm<T, W> lstm_;
 };
 
-template <typename T>
+template <typename T, typename W = T>
 void bind_packed_lstm(py::module_& m, const char* name) {
-  py::class_<PyPackedLstm<T>>(m, name, "An LSTM's weights packed for the kernels of this CPU; immutable.")
+  using Py = PyPackedLstm<T, W>;
+  py::class_<Py>(m, name, "An LSTM's weights packed for the kernels of this CPU; immutable.")
       .def(py::init<int64_t, int64_t, int64_t, bool, bool, int64_t, const std::vector<py::array>&>(),
            py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("bias"),
            py::arg("bidirectional"), py::arg("proj_size"), py::arg("weights"))
-      .def("forward", &PyPackedLstm<T>::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
+      .def("forward", &Py::forward, py::arg("input"), py::arg("batch_first"), py::arg("h0"),
            py::arg("c0"), py::arg("lengths"), py::arg("out") = py::none(), py::arg("h_n") = py::none(),
            py::arg("c_n") = py::none(), py::arg("num_threads") = py::int_(0),
            "Full forward over layers, directions and time with the GIL released. Returns (output, h_n, c_n), "
            "written into out/h_n/c_n when given (None when all three are given).")
-      .def("step", &PyPackedLstm<T>::step, py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("out") = py::none(),
+      .def("step", &Py::step, py::arg("input"), py::arg("h0"), py::arg("c0"), py::arg("out") = py::none(),
            py::arg("h_n") = py::none(), py::arg("c_n") = py::none(), py::arg("num_threads") = py::int_(0),
            "One time step of (batch, input_size) or (input_size,) input. Returns (output, h_n, c_n), or None "
            "when out, h_n and c_n are all given.");
 }
 
 // nn.Linear for converted models' heads: (rows, in_features) in, a new (rows, out_features) out.
-template <typename T>
+template <typename T, typename W = T>
 class PyPackedLinear {
  public:
-  PyPackedLinear(const py::object& weight, const py::object& bias) : linear_(build(weight, bias)) {}
+  PyPackedLinear(const py::object& weight, const py::object& bias, const py::object& scales)
+      : linear_(build(weight, bias, scales)) {}
 
   py::array forward(const py::object& input) const {
     const py::array x = as_array(input, "input");
@@ -453,35 +486,47 @@ class PyPackedLinear {
   int64_t out_features() const { return linear_.out_features(); }
 
  private:
-  static PackedLinear<T> build(const py::object& weight_object, const py::object& bias_object) {
+  static PackedLinear<T, W> build(const py::object& weight_object, const py::object& bias_object,
+                                  const py::object& scales_object) {
     constexpr int64_t kMaxDim = int64_t(1) << 24;  // every size product below fits in int64 with room
     const py::array weight = as_array(weight_object, "weight");
-    require_dtype<T>(weight, "weight");
+    require_dtype<NumpyWeight<W>>(weight, "weight");
     if (weight.ndim() != 2 || weight.shape(0) <= 0 || weight.shape(1) <= 0 || weight.shape(0) > kMaxDim ||
         weight.shape(1) > kMaxDim)
       throw std::invalid_argument("weight must be 2-D (out_features, in_features) with sizes in [1, 2**24], got " +
                                   shape_string(weight));
-    require_array<T>(weight, "weight", {weight.shape(0), weight.shape(1)});
+    require_array<NumpyWeight<W>>(weight, "weight", {weight.shape(0), weight.shape(1)});
+    const T* scales = nullptr;
+    if constexpr (WeightFormat<W>::kScaled) {
+      if (scales_object.is_none()) throw std::invalid_argument("int8 weights need their scales");
+      const py::array s = as_array(scales_object, "scales");
+      require_array<T>(s, "scales", {weight.shape(0), scale_groups(weight.shape(1))});
+      scales = static_cast<const T*>(s.data());
+    } else if (!scales_object.is_none()) {
+      throw std::invalid_argument("only int8 weights take scales");
+    }
     const T* bias = nullptr;
     if (!bias_object.is_none()) {
       const py::array b = as_array(bias_object, "bias");
       require_array<T>(b, "bias", {weight.shape(0)});
       bias = static_cast<const T*>(b.data());
     }
-    return PackedLinear<T>(static_cast<const T*>(weight.data()), bias, weight.shape(0), weight.shape(1));
+    return PackedLinear<T, W>(reinterpret_cast<const W*>(weight.data()), scales, bias, weight.shape(0), weight.shape(1));
   }
 
-  PackedLinear<T> linear_;
+  PackedLinear<T, W> linear_;
 };
 
-template <typename T>
+template <typename T, typename W = T>
 void bind_packed_linear(py::module_& m, const char* name) {
-  py::class_<PyPackedLinear<T>>(m, name, "An nn.Linear's weights packed for the kernels of this CPU; immutable.")
-      .def(py::init<const py::object&, const py::object&>(), py::arg("weight"), py::arg("bias"))
-      .def("forward", &PyPackedLinear<T>::forward, py::arg("input"),
+  using Py = PyPackedLinear<T, W>;
+  py::class_<Py>(m, name, "An nn.Linear's weights packed for the kernels of this CPU; immutable.")
+      .def(py::init<const py::object&, const py::object&, const py::object&>(), py::arg("weight"), py::arg("bias"),
+           py::arg("scales") = py::none())
+      .def("forward", &Py::forward, py::arg("input"),
            "input (rows, in_features) -> a new (rows, out_features) array: input @ weight.T + bias, GIL released.")
-      .def_property_readonly("in_features", &PyPackedLinear<T>::in_features)
-      .def_property_readonly("out_features", &PyPackedLinear<T>::out_features);
+      .def_property_readonly("in_features", &Py::in_features)
+      .def_property_readonly("out_features", &Py::out_features);
 }
 
 }  // namespace
@@ -494,6 +539,13 @@ PYBIND11_MODULE(_core, m) {
   bind_packed_lstm<double>(m, "PackedLstmF64");
   bind_packed_linear<float>(m, "PackedLinearF32");
   bind_packed_linear<double>(m, "PackedLinearF64");
+  // Reduced-precision weights (fastlstm/_quantize.py makes them): bf16 as uint16 bits; int8 with
+  // float32 scales per row and group of INT8_GROUP inputs.
+  bind_packed_lstm<float, Bf16>(m, "PackedLstmBf16");
+  bind_packed_lstm<float, int8_t>(m, "PackedLstmI8");
+  bind_packed_linear<float, Bf16>(m, "PackedLinearBf16");
+  bind_packed_linear<float, int8_t>(m, "PackedLinearI8");
+  m.attr("INT8_GROUP") = kInt8Group;
   m.def("get_num_threads", [] { return ThreadPool::instance().num_threads(); },
         "Threads one forward call may use by default, the caller's included.");
   m.def("set_num_threads", [](const py::object& n) {

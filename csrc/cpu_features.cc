@@ -55,28 +55,27 @@ void set_active_isa(const std::string& name) {
   throw std::invalid_argument("unknown ISA '" + name + "'; expected one of: scalar, avx2, avx512");
 }
 
-template <>
-const KernelTable<float>& active_kernels<float>() {
-  switch (active_isa()) {
-#if defined(__x86_64__)  // the AVX translation units are only built for x86-64
-    case Isa::kAvx512: return avx512::kernels_f32();
-    case Isa::kAvx2: return avx2::kernels_f32();
-#endif
-    default: break;
+// One table getter per ISA for one weight format; the AVX translation units exist only on x86-64.
+#if defined(__x86_64__)
+#define FASTLSTM_ACTIVE_TABLE(T, W, getter)                 \
+  template <>                                               \
+  const KernelTable<T, W>& active_kernels<T, W>() {         \
+    switch (active_isa()) {                                 \
+      case Isa::kAvx512: return avx512::getter();           \
+      case Isa::kAvx2: return avx2::getter();               \
+      default: return scalar::getter();                     \
+    }                                                       \
   }
-  return scalar::kernels_f32();
-}
+#else
+#define FASTLSTM_ACTIVE_TABLE(T, W, getter) \
+  template <>                               \
+  const KernelTable<T, W>& active_kernels<T, W>() { return scalar::getter(); }
+#endif
 
-template <>
-const KernelTable<double>& active_kernels<double>() {
-  switch (active_isa()) {
-#if defined(__x86_64__)  // the AVX translation units are only built for x86-64
-    case Isa::kAvx512: return avx512::kernels_f64();
-    case Isa::kAvx2: return avx2::kernels_f64();
-#endif
-    default: break;
-  }
-  return scalar::kernels_f64();
-}
+FASTLSTM_ACTIVE_TABLE(float, float, kernels_f32)
+FASTLSTM_ACTIVE_TABLE(double, double, kernels_f64)
+FASTLSTM_ACTIVE_TABLE(float, Bf16, kernels_bf16)
+FASTLSTM_ACTIVE_TABLE(float, int8_t, kernels_i8)
+#undef FASTLSTM_ACTIVE_TABLE
 
 }  // namespace fastlstm

@@ -19,7 +19,9 @@ Isa best_isa();
 Isa active_isa();
 void set_active_isa(const std::string& name);
 
-template <typename T>
-const KernelTable<T>& active_kernels();
+// The active set's table for activations T and weights stored as W (float, double, or float with
+// Bf16 or int8_t weights).
+template <typename T, typename W = T>
+const KernelTable<T, W>& active_kernels();
 
 }  // namespace fastlstm

@@ -39,19 +39,21 @@ T* scratch_of(AlignedBuffer<T>& kept, AlignedBuffer<T>& own, int64_t count) {
 
 }  // namespace
 
-template <typename T>
-PackedLinear<T>::PackedLinear(const T* weight, const T* bias, int64_t out_features, int64_t in_features)
+template <typename T, typename W>
+PackedLinear<T, W>::PackedLinear(const W* weight, const T* scales, const T* bias, int64_t out_features,
+                                 int64_t in_features)
     : in_features_(in_features),
       out_features_(out_features),
       padded_out_(round_up(out_features, kPanelWidth<T>)),
-      weights_(pack_panels(weight, 1, out_features, in_features)),
+      weights_(pack_panels<T, W>(weight, 1, out_features, in_features)),
       bias_(static_cast<std::size_t>(padded_out_)) {
+  if constexpr (WeightFormat<W>::kScaled) scales_ = pack_scales<T>(scales, 1, out_features, in_features);
   if (bias != nullptr) std::copy(bias, bias + out_features, bias_.data());
 }
 
-template <typename T>
-void PackedLinear<T>::forward(const T* x, int64_t rows, int64_t x_stride, T* out, int64_t out_stride) const {
-  const KernelTable<T>& kernels = active_kernels<T>();
+template <typename T, typename W>
+void PackedLinear<T, W>::forward(const T* x, int64_t rows, int64_t x_stride, T* out, int64_t out_stride) const {
+  const KernelTable<T, W>& kernels = active_kernels<T, W>();
   LinearScratch<T>& kept = LinearScratch<T>::for_this_thread();
   AlignedBuffer<T> own_accumulators, own_a_pack;
   const int64_t pass_rows = std::min(rows, kRowsPerPass);
@@ -70,11 +72,12 @@ void PackedLinear<T>::forward(const T* x, int64_t rows, int64_t x_stride, T* out
       c_rows[r] = direct ? out + (r0 + r) * out_stride : accumulators + r * padded_out_;
       std::memcpy(c_rows[r], bias_.data(), static_cast<std::size_t>(padded_out_) * sizeof(T));
     }
-    GemmArgs<T> gemm;
+    GemmArgs<T, W> gemm;
     gemm.rows = n;
     gemm.a = a_rows;
     gemm.k = in_features_;
     gemm.w = weights_.data();
+    gemm.w_scales = scales_.data();
     gemm.gates = 1;
     gemm.panel_begin = 0;
     gemm.panel_end = padded_out_ / kPanelWidth<T>;
@@ -89,5 +92,7 @@ void PackedLinear<T>::forward(const T* x, int64_t rows, int64_t x_stride, T* out
 
 template class PackedLinear<float>;
 template class PackedLinear<double>;
+template class PackedLinear<float, Bf16>;
+template class PackedLinear<float, int8_t>;
 
 }  // namespace fastlstm

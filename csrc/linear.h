@@ -6,15 +6,18 @@
 #include <cstdint>
 
 #include "aligned_buffer.h"
+#include "weight_formats.h"
 
 namespace fastlstm {
 
-template <typename T>
+// Inputs, outputs and bias are T; the weight is stored as W (T, or Bf16 or int8_t under float).
+template <typename T, typename W = T>
 class PackedLinear {
  public:
-  // weight: (out_features, in_features) row-major, as nn.Linear stores it; bias: out_features
-  // values or null. Both are copied; sizes must be positive (the bindings check them).
-  PackedLinear(const T* weight, const T* bias, int64_t out_features, int64_t in_features);
+  // weight: (out_features, in_features) row-major, as nn.Linear stores it, in the stored type;
+  // scales: for int8 only, (out_features, scale_groups(in_features)) row-major; bias: out_features
+  // values or null. All are copied; sizes must be positive (the bindings check them).
+  PackedLinear(const W* weight, const T* scales, const T* bias, int64_t out_features, int64_t in_features);
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
@@ -26,11 +29,14 @@ class PackedLinear {
 
  private:
   int64_t in_features_ = 0, out_features_ = 0, padded_out_ = 0;
-  AlignedBuffer<T> weights_;  // pack_panels(weight, gates = 1, units = out_features, k = in_features)
+  AlignedBuffer<W> weights_;  // pack_panels(weight, gates = 1, units = out_features, k = in_features)
+  AlignedBuffer<T> scales_;   // pack_scales(scales, ...), int8 only
   AlignedBuffer<T> bias_;     // padded_out_ values, zero past out_features
 };
 
 extern template class PackedLinear<float>;
 extern template class PackedLinear<double>;
+extern template class PackedLinear<float, Bf16>;
+extern template class PackedLinear<float, int8_t>;
 
 }  // namespace fastlstm

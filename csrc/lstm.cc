@@ -126,24 +126,33 @@ struct TeamMember {
 
 }  // namespace
 
-template <typename T>
-PackedLstm<T>::PackedLstm(const LstmDims& dims, const std::vector<const T*>& weights) : dims_(dims) {
+namespace {
+
+// Packs one matrix (and its scales, for a scaled format) into the panel layout.
+template <typename T, typename W>
+void pack_matrix(const MatrixSource<T, W>& source, int64_t gates, int64_t units, int64_t k, AlignedBuffer<W>& values,
+                 AlignedBuffer<T>& scales) {
+  values = pack_panels<T, W>(source.values, gates, units, k);
+  if constexpr (WeightFormat<W>::kScaled) scales = pack_scales<T>(source.scales, gates, units, k);
+}
+
+}  // namespace
+
+template <typename T, typename W>
+PackedLstm<T, W>::PackedLstm(const LstmDims& dims, const std::vector<DirectionSource<T, W>>& directions)
+    : dims_(dims) {
   const int64_t H = dims.hidden_size;
   hidden_padded_ = round_up(H, kPanelWidth<T>);
   proj_padded_ = round_up(dims.proj_size, kPanelWidth<T>);
-  std::size_t next = 0;
   for (int64_t layer = 0; layer < dims.num_layers; ++layer) {
     for (int64_t d = 0; d < dims.num_directions(); ++d) {
+      const DirectionSource<T, W>& source = directions.at(layer * dims.num_directions() + d);
       DirectionWeights dir;
       dir.input_size = dims.layer_input_size(layer);
-      const T* w_ih = weights.at(next++);
-      const T* w_hh = weights.at(next++);
-      const T* b_ih = dims.bias ? weights.at(next++) : nullptr;
-      const T* b_hh = dims.bias ? weights.at(next++) : nullptr;
-      dir.w_ih = pack_panels(w_ih, kGates, H, dir.input_size);
-      dir.w_hh = pack_panels(w_hh, kGates, H, dims.output_size());
-      dir.bias = pack_bias(b_ih, b_hh, H);
-      if (dims.proj_size > 0) dir.w_hr = pack_panels(weights.at(next++), 1, dims.proj_size, H);
+      pack_matrix(source.w_ih, kGates, H, dir.input_size, dir.w_ih, dir.w_ih_scales);
+      pack_matrix(source.w_hh, kGates, H, dims.output_size(), dir.w_hh, dir.w_hh_scales);
+      dir.bias = pack_bias(dims.bias ? source.b_ih : nullptr, dims.bias ? source.b_hh : nullptr, H);
+      if (dims.proj_size > 0) pack_matrix(source.w_hr, 1, dims.proj_size, H, dir.w_hr, dir.w_hr_scales);
       directions_.push_back(std::move(dir));
     }
   }
@@ -153,13 +162,13 @@ PackedLstm<T>::PackedLstm(const LstmDims& dims, const std::vector<const T*>& wei
 // loop; the loop itself only moves pointers. With a team of threads, every member runs the same
 // loop, sharing each phase (a step's gates, say) by hidden units through a PhaseSync, or taking
 // whole directions or whole batch rows.
-template <typename T>
-class PackedLstm<T>::ForwardCall {
+template <typename T, typename W>
+class PackedLstm<T, W>::ForwardCall {
  public:
   ForwardCall(const PackedLstm& model, const ForwardRequest<T>& request, int threads)
       : model_(model),
         req_(request),
-        kernels_(active_kernels<T>()),
+        kernels_(active_kernels<T, W>()),
         dims_(model.dims_),
         ws_(Workspace<T>::for_this_thread()),
         order_(ws_.order),
@@ -401,18 +410,19 @@ class PackedLstm<T>::ForwardCall {
         std::memcpy(own_scratch.z_rows[rows] + first, w.bias.data() + first, count * sizeof(T));
       }
     }
-    kernels_.gemm_accumulate(
-        gemm_args(own_scratch, rows, own_scratch.a_rows.data(), w.input_size, w.w_ih.data(), kGates, share.panels, own_scratch.z_rows.data()));
+    kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.a_rows.data(), w.input_size, w.w_ih.data(),
+                                       w.w_ih_scales.data(), kGates, share.panels, own_scratch.z_rows.data()));
   }
 
   // Arguments for c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
-  GemmArgs<T> gemm_args(MemberScratch<T>& own_scratch, int64_t rows, const T* const* a, int64_t k, const T* w,
-                        int64_t gates, Range panels, T* const* c) {
-    GemmArgs<T> args;
+  GemmArgs<T, W> gemm_args(MemberScratch<T>& own_scratch, int64_t rows, const T* const* a, int64_t k, const W* w,
+                           const T* w_scales, int64_t gates, Range panels, T* const* c) {
+    GemmArgs<T, W> args;
     args.rows = rows;
     args.a = a;
     args.k = k;
     args.w = w;
+    args.w_scales = w_scales;
     args.gates = gates;
     args.panel_begin = panels.begin;
     args.panel_end = panels.end;
@@ -446,11 +456,12 @@ class PackedLstm<T>::ForwardCall {
       own_scratch.out_rows[rows] = project ? scratch.h_raw.data() + s * model_.hidden_padded_ : output_row(layer, d, t, s);
     }
 
-    StepArgs<T> args;
+    StepArgs<T, W> args;
     args.rows = rows;
     args.h_prev = own_scratch.h_rows.data();
     args.z = own_scratch.z_rows.data();
     args.w_hh = w.w_hh.data();
+    args.w_hh_scales = w.w_hh_scales.data();
     args.k = h_out_;
     args.hidden_size = dims_.hidden_size;
     args.panel_begin = share.panels.begin;
@@ -461,6 +472,7 @@ class PackedLstm<T>::ForwardCall {
     if (input_in_step) {
       args.x = own_scratch.a_rows.data();
       args.w_ih = w.w_ih.data();
+      args.w_ih_scales = w.w_ih_scales.data();
       args.bias = w.bias.data();
       args.k_in = w.input_size;
     }
@@ -469,8 +481,9 @@ class PackedLstm<T>::ForwardCall {
       args.sweep_parity = own_scratch.sweeps & 1;
       own_scratch.sweeps += kernels_.lstm_step_fused(args);
     } else {
-      kernels_.lstm_step_gemm(
-          gemm_args(own_scratch, rows, own_scratch.h_rows.data(), h_out_, w.w_hh.data(), kGates, share.panels, own_scratch.z_rows.data()), args);
+      kernels_.lstm_step_gemm(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), h_out_, w.w_hh.data(),
+                                        w.w_hh_scales.data(), kGates, share.panels, own_scratch.z_rows.data()),
+                              args);
     }
     if (!project) zero_finished_rows(layer, d, t, share);
   }
@@ -495,8 +508,8 @@ class PackedLstm<T>::ForwardCall {
       own_scratch.out_rows[r] = scratch.proj_acc.data() + s * model_.proj_padded_;
       std::fill(own_scratch.out_rows[r] + share.proj_panels.begin * P, own_scratch.out_rows[r] + share.proj_panels.end * P, T(0));
     }
-    kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), dims_.hidden_size, w.w_hr.data(), 1,
-                                       share.proj_panels, own_scratch.out_rows.data()));
+    kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), dims_.hidden_size, w.w_hr.data(),
+                                       w.w_hr_scales.data(), 1, share.proj_panels, own_scratch.out_rows.data()));
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
       std::copy(own_scratch.out_rows[r] + share.out_units.begin, own_scratch.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);
@@ -505,7 +518,7 @@ class PackedLstm<T>::ForwardCall {
 
   const PackedLstm& model_;
   const ForwardRequest<T>& req_;
-  const KernelTable<T>& kernels_;
+  const KernelTable<T, W>& kernels_;
   const LstmDims& dims_;
   Workspace<T>& ws_;
   std::vector<int64_t>& order_;   // slot -> caller's batch index
@@ -517,8 +530,8 @@ class PackedLstm<T>::ForwardCall {
   PhaseSync& sync_;          // shares out each phase's chunks among the team (ws_.sync)
 };
 
-template <typename T>
-void PackedLstm<T>::forward(const ForwardRequest<T>& request, int threads) const {
+template <typename T, typename W>
+void PackedLstm<T, W>::forward(const ForwardRequest<T>& request, int threads) const {
   if (request.batch == 0 || request.seq_len == 0) return;
   if (threads <= 0) threads = ThreadPool::instance().num_threads();
   {
@@ -536,5 +549,7 @@ int64_t workspace_limit() { return g_workspace_limit.load(std::memory_order_rela
 
 template class PackedLstm<float>;
 template class PackedLstm<double>;
+template class PackedLstm<float, Bf16>;
+template class PackedLstm<float, int8_t>;
 
 }  // namespace fastlstm

@@ -6,6 +6,7 @@
 
 #include "aligned_buffer.h"
 #include "lstm_dims.h"
+#include "weight_formats.h"
 
 namespace fastlstm {
 
@@ -26,12 +27,29 @@ struct ForwardRequest {
   T* c_n = nullptr;  // contiguous like c0
 };
 
-template <typename T>
+// A weight matrix as nn.LSTM stores it, (rows, k) row-major, in the stored type W; int8 adds its
+// scales, (rows, scale_groups(k)) row-major.
+template <typename T, typename W>
+struct MatrixSource {
+  const W* values = nullptr;
+  const T* scales = nullptr;
+};
+
+// One layer and direction's parameters as nn.LSTM names them, already size-checked.
+template <typename T, typename W>
+struct DirectionSource {
+  MatrixSource<T, W> w_ih, w_hh, w_hr;  // w_hr only with proj_size
+  const T* b_ih = nullptr;              // both null without bias
+  const T* b_hh = nullptr;
+};
+
+// Activations, states and biases are T; the weight matrices are stored as W (T itself, or Bf16 or
+// int8_t under float activations).
+template <typename T, typename W = T>
 class PackedLstm {
  public:
-  // `weights` holds, per layer and direction in nn.LSTM's order, the parameters nn.LSTM names
-  // weight_ih, weight_hh, [bias_ih, bias_hh], [weight_hr]: row-major and already size-checked.
-  PackedLstm(const LstmDims& dims, const std::vector<const T*>& weights);
+  // `directions`: one per layer and direction, in nn.LSTM's order (layer * num_directions + d).
+  PackedLstm(const LstmDims& dims, const std::vector<DirectionSource<T, W>>& directions);
 
   const LstmDims& dims() const { return dims_; }
   // Thread-safe: all per-call state lives in the call. `threads` caps the cores this call may use
@@ -41,7 +59,9 @@ class PackedLstm {
  private:
   struct DirectionWeights {
     int64_t input_size = 0;
-    AlignedBuffer<T> w_ih, w_hh, bias, w_hr;
+    AlignedBuffer<W> w_ih, w_hh, w_hr;
+    AlignedBuffer<T> w_ih_scales, w_hh_scales, w_hr_scales;  // int8 only
+    AlignedBuffer<T> bias;
   };
   class ForwardCall;  // the state of one forward call (lstm.cc)
 
@@ -59,5 +79,7 @@ int64_t workspace_limit();
 
 extern template class PackedLstm<float>;
 extern template class PackedLstm<double>;
+extern template class PackedLstm<float, Bf16>;
+extern template class PackedLstm<float, int8_t>;
 
 }  // namespace fastlstm

@@ -6,26 +6,43 @@
 
 #include "aligned_buffer.h"
 #include "lstm_dims.h"
+#include "weight_formats.h"
 
 namespace fastlstm {
 
 // w: (gates * units, k) row-major, as nn.LSTM stores weight_ih/weight_hh (gates = 4) or
 // weight_hr (gates = 1). Units beyond `units` in the last panel are zero, so padded hidden units
-// stay exactly zero through the recurrence.
-template <typename T>
-AlignedBuffer<T> pack_panels(const T* w, int64_t gates, int64_t units, int64_t k) {
+// stay exactly zero through the recurrence. W is the stored type, T the activations' (whose
+// panel width the layout takes).
+template <typename T, typename W = T>
+AlignedBuffer<W> pack_panels(const W* w, int64_t gates, int64_t units, int64_t k) {
   constexpr int64_t P = kPanelWidth<T>;
   const int64_t panels = round_up(units, P) / P;
-  AlignedBuffer<T> packed(static_cast<std::size_t>(panels * k * gates * P));
+  AlignedBuffer<W> packed(static_cast<std::size_t>(panels * k * gates * P));
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t block = k0 + kKBlock < k ? kKBlock : k - k0;
-      T* out = packed.data() + (p * k + k0) * gates * P;
+      W* out = packed.data() + (p * k + k0) * gates * P;
       for (int64_t g = 0; g < gates; ++g)
         for (int64_t kk = 0; kk < block; ++kk)
           for (int64_t u = 0; u < P && p * P + u < units; ++u)
             out[(g * block + kk) * P + u] = w[(g * units + p * P + u) * k + k0 + kk];
     }
+  return packed;
+}
+
+// int8 scales: (gates * units, scale_groups(k)) row-major, one per row and k group, into the
+// layout of kernels/kernels.h. Padded units get scale zero (their weights are zero anyway).
+template <typename T>
+AlignedBuffer<T> pack_scales(const T* scales, int64_t gates, int64_t units, int64_t k) {
+  constexpr int64_t P = kPanelWidth<T>;
+  const int64_t panels = round_up(units, P) / P, groups = scale_groups(k);
+  AlignedBuffer<T> packed(static_cast<std::size_t>(panels * groups * gates * P));
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t kg = 0; kg < groups; ++kg)
+      for (int64_t g = 0; g < gates; ++g)
+        for (int64_t u = 0; u < P && p * P + u < units; ++u)
+          packed[((p * groups + kg) * gates + g) * P + u] = scales[(g * units + p * P + u) * groups + kg];
   return packed;
 }
 

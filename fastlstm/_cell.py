@@ -136,8 +136,18 @@ class LSTMCell:
 
     @property
     def dtype(self) -> np.dtype:
-        """numpy dtype of the weights and of every input and state."""
+        """numpy dtype of every input and state (and of the weights, unless quantized)."""
         return self._lstm.dtype
+
+    @property
+    def weights_dtype(self) -> str:
+        """How the weight matrices are stored: "float32", "float64", "bfloat16" or "int8"."""
+        return self._lstm.weights_dtype
+
+    def quantize(self, scheme: str) -> "LSTMCell":
+        """A new cell with bf16 or int8 weight matrices, as `fastlstm.LSTM.quantize`; this one is
+        untouched. TypeError for a float64 cell, ValueError for an unknown scheme."""
+        return LSTMCell._from_lstm(self._lstm.quantize(scheme))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"LSTMCell is immutable: cannot set attribute {name!r}")
@@ -151,6 +161,8 @@ class LSTMCell:
             text += ", bias=False"
         if self.dtype != np.float32:
             text += f", dtype={self.dtype}"
+        if self.weights_dtype not in ("float32", "float64"):
+            text += f", weights_dtype={self.weights_dtype!r}"
         return f"LSTMCell({text})"
 
     def __reduce__(self) -> Tuple[Any, ...]:

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # the program module imports this one
     from ._program import Model
 
-from . import _core, _interop
+from . import _core, _interop, _quantize
 from ._checks import (
     as_kernel_readable,
     check_array_dtype,
@@ -23,6 +23,7 @@ from ._checks import (
 )
 from ._config import LSTMConfig
 from ._files import load_config_and_weights, write_safetensors
+from ._quantized_file import is_quantized_file, load_quantized, write_quantized_safetensors
 from ._state_dict import extract_lstm
 from ._torch_weights import torch_module_weights
 
@@ -30,6 +31,8 @@ ArrayLike = Any  # numpy.ndarray or torch.Tensor (torch stays optional)
 State = Tuple[ArrayLike, ArrayLike]
 
 _PACKED_CLASSES = {np.dtype(np.float32): _core.PackedLstmF32, np.dtype(np.float64): _core.PackedLstmF64}
+# Quantized models by weights_dtype (their activations are float32).
+_QUANTIZED_CLASSES = {"bfloat16": _core.PackedLstmBf16, "int8": _core.PackedLstmI8}
 
 
 class LSTM:
@@ -76,29 +79,46 @@ class LSTM:
             check_weights_dtype(next(iter(weights.values())).dtype, dtype)
         self._setup(config, float(dropout), weights)
 
-    def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray]) -> None:
+    def _setup(self, config: LSTMConfig, dropout: float, weights: Dict[str, np.ndarray],
+               weights_dtype: str = "float32", scales: Optional[Dict[str, np.ndarray]] = None) -> None:
+        """`weights` in `weights_dtype` ("float32"/"float64" arrays, or a quantized model's stored
+        arrays, already checked by _quantize) and, for int8, the scales of each matrix."""
         names = list(config.parameter_shapes())
         if set(weights) != set(names):
             raise ValueError(
                 f"the weights do not match {config}: missing {sorted(set(names) - set(weights))}, "
                 f"unexpected {sorted(set(weights) - set(names))}"
             )
-        dtype = weights[names[0]].dtype
+        scales = scales or {}
+        if weights_dtype in _QUANTIZED_CLASSES:
+            dtype = np.dtype(np.float32)
+            packed_class = _QUANTIZED_CLASSES[weights_dtype]
+        else:
+            dtype = weights[names[0]].dtype
+            packed_class = _PACKED_CLASSES[dtype]
+            weights_dtype = str(dtype)
         # By name, in nn.LSTM's order: the core takes them by position, and a mapping's own order
-        # (an unpickled or hand-made dict) is not to be trusted.
-        packed = _PACKED_CLASSES[dtype](
+        # (an unpickled or hand-made dict) is not to be trusted. An int8 matrix is followed by its scales.
+        arrays = []
+        for name in names:
+            arrays.append(weights[name])
+            if name in scales:
+                arrays.append(scales[name])
+        packed = packed_class(
             config.input_size,
             config.hidden_size,
             config.num_layers,
             config.bias,
             config.bidirectional,
             config.proj_size,
-            [weights[name] for name in names],
+            arrays,
         )
         fields = {
             "_config": config,
             "_dropout": dropout,
             "_weights": weights,
+            "_scales": scales,
+            "_weights_dtype": weights_dtype,
             "_dtype": dtype,
             "_packed": packed,
             "_packed_step": packed.step,  # bound once: the streaming fast path counts its lookups
@@ -117,13 +137,29 @@ class LSTM:
         return model
 
     @classmethod
-    def _from_pickle(cls, config: Any, weights: Any, dropout: Any = 0.0) -> "LSTM":
+    def _from_quantized(cls, config: LSTMConfig, weights: Dict[str, np.ndarray], scales: Dict[str, np.ndarray],
+                        weights_dtype: str, dropout: float = 0.0) -> "LSTM":
+        """From quantized weights _quantize made or checked (check_stored_weights)."""
+        model = cls.__new__(cls)
+        model._setup(config, dropout, weights, weights_dtype, scales)
+        return model
+
+    @classmethod
+    def _from_pickle(cls, config: Any, weights: Any, dropout: Any = 0.0, weights_dtype: Any = "float32",
+                     scales: Any = None) -> "LSTM":
         """Unpickle: validate the weights by name against the pickled config, as any other
         constructor does, rather than trust a pickle that may have been edited or assembled by hand."""
         if not isinstance(config, LSTMConfig):
             raise TypeError(f"cannot unpickle fastlstm.LSTM: expected an LSTMConfig, got {type(config).__name__}")
         if not isinstance(weights, Mapping):
             raise TypeError(f"cannot unpickle fastlstm.LSTM: expected a mapping of weights, got {type(weights).__name__}")
+        if weights_dtype != "float32" and weights_dtype != "float64":
+            if not isinstance(scales, Mapping):
+                raise TypeError(f"cannot unpickle fastlstm.LSTM: expected a mapping of scales, got {type(scales).__name__}")
+            check_dropout(dropout)
+            checked, checked_scales = _quantize.check_stored_weights(
+                config.parameter_shapes(), weights, scales, weights_dtype, "cannot unpickle fastlstm.LSTM")
+            return cls._from_quantized(config, checked, checked_scales, weights_dtype, float(dropout))
         try:
             check_dropout(dropout)
             # prefix="": the names must be nn.LSTM's own; copy=False: the arrays are the pickle's.
@@ -177,12 +213,36 @@ class LSTM:
         with `torch.save`. The file is written beside the path and renamed into place: readers
         never see half a file, and concurrent saves to one path each succeed (the last one wins).
         """
-        write_safetensors(path, self._weights, self._config)
+        if self._weights_dtype in _QUANTIZED_CLASSES:
+            write_quantized_safetensors(path, self._weights, self._scales, self._weights_dtype, self._config)
+        else:
+            write_safetensors(path, self._weights, self._config)
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """nn.LSTM parameter names -> read-only arrays, loadable by `nn.LSTM.load_state_dict`
-        after `torch.from_numpy`."""
-        return dict(self._weights)
+        after `torch.from_numpy`. A quantized model gives the float32 weights it computes with
+        (its bf16 or int8 weights widened)."""
+        if self._weights_dtype not in _QUANTIZED_CLASSES:
+            return dict(self._weights)
+        result = {}
+        for name, array in self._weights.items():
+            if _quantize.is_matrix_name(name):
+                array = _quantize.dequantize_matrix(array, self._scales.get(name))
+                array.flags.writeable = False
+            result[name] = array
+        return result
+
+    def quantize(self, scheme: str) -> "LSTM":
+        """A new model with its weight matrices in reduced precision: "bf16" (bfloat16) or "int8"
+        (with a float32 scale per row and group of 64 inputs). Inputs, outputs, states, biases and
+        all arithmetic stay float32, so only the weights' rounding changes the results (see
+        docs/reduced_precision.md for the measured errors and speed). This model is untouched.
+
+        Raises TypeError for a float64 model, ValueError for an unknown scheme or a model already
+        quantized."""
+        scheme = _quantize.check_scheme(scheme, self._dtype, self._weights_dtype)
+        weights, scales = _quantize.quantize_weights(self._weights, scheme)
+        return LSTM._from_quantized(self._config, weights, scales, _quantize.WEIGHTS_DTYPES[scheme], self._dropout)
 
     # ----------------------------------------------------------------------------- attributes
     input_size = property(lambda self: self._config.input_size)
@@ -193,7 +253,10 @@ class LSTM:
     bidirectional = property(lambda self: self._config.bidirectional)
     proj_size = property(lambda self: self._config.proj_size)
     dropout = property(lambda self: self._dropout)
-    dtype = property(lambda self: self._dtype, doc="numpy dtype of the weights and of every input")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of every input, output and state (and of the "
+                                                   "weights, unless quantized)")
+    weights_dtype = property(lambda self: self._weights_dtype,
+                             doc='how the weight matrices are stored: "float32", "float64", "bfloat16" or "int8"')
     config = property(lambda self: self._config, doc="the hyperparameters as an LSTMConfig")
 
     def __repr__(self) -> str:
@@ -213,6 +276,8 @@ class LSTM:
             text += f", bidirectional={c.bidirectional}"
         if self._dtype != np.float32:
             text += f", dtype={self._dtype}"
+        if self._weights_dtype in _QUANTIZED_CLASSES:
+            text += f", weights_dtype={self._weights_dtype!r}"
         return f"LSTM({text})"
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -222,6 +287,8 @@ class LSTM:
         raise AttributeError(f"fastlstm.LSTM is immutable; cannot delete {name!r}")
 
     def __reduce__(self) -> Tuple[Any, ...]:
+        if self._weights_dtype in _QUANTIZED_CLASSES:
+            return (LSTM._from_pickle, (self._config, self._weights, self._dropout, self._weights_dtype, self._scales))
         return (LSTM._from_pickle, (self._config, self._weights, self._dropout))
 
     # ----------------------------------------------------------------------------- forward
@@ -436,5 +503,8 @@ def load(
 
     if is_program_file(path):
         return load_program(path, prefix, batch_first)
+    if is_quantized_file(path):
+        config, weights, scales, weights_dtype = load_quantized(path, prefix, batch_first)
+        return LSTM._from_quantized(config, weights, scales, weights_dtype)
     config, weights = load_config_and_weights(path, prefix=prefix, batch_first=batch_first)
     return LSTM._from_validated(config, weights)

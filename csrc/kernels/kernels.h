@@ -9,20 +9,26 @@
 // for k in the block starting at k0. Each gate's part of a block is one contiguous stretch, which
 // the GEMM's micro-kernel reads in place, k after k.
 // Accumulator rows (z) use the matching layout: row[(p * gates + g) * P + u].
+//
+// Weights may be stored as W = T, bf16 or int8 (weight_formats.h), in this same layout, P being the
+// panel width of T whatever W is. int8 scales go beside them, one run of P per gate and k group:
+//   scales[((p * groups + k / kInt8Group) * gates + g) * P + u], groups = scale_groups(K).
 #pragma once
 
 #include <cstdint>
 
 #include "../lstm_dims.h"
+#include "../weight_formats.h"
 
 namespace fastlstm {
 
-template <typename T>
+template <typename T, typename W = T>
 struct GemmArgs {
   int64_t rows = 0;
   const T* const* a = nullptr;  // rows pointers to K contiguous values
   int64_t k = 0;
-  const T* w = nullptr;  // packed weights
+  const W* w = nullptr;  // packed weights
+  const T* w_scales = nullptr;  // their scales, for int8
   int64_t gates = 0;     // 4 for the LSTM gates, 1 for the projection
   int64_t panel_begin = 0, panel_end = 0;
   T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
@@ -31,7 +37,7 @@ struct GemmArgs {
 
 // One LSTM time step for `rows` rows on panels [panel_begin, panel_end):
 //   z += h_prev W_hh^T (fused step only), then the gate activations and the cell update.
-template <typename T>
+template <typename T, typename W = T>
 struct StepArgs {
   int64_t rows = 0;
   const T* const* h_prev = nullptr;  // rows pointers, k values each
@@ -39,10 +45,12 @@ struct StepArgs {
   // Fused step only: when x is set, z is not read; the step starts from the bias and adds x W_ih^T
   // itself (one sweep instead of a separate projection, for single-step calls).
   const T* const* x = nullptr;       // rows pointers, k_in values each
-  const T* w_ih = nullptr;           // packed input weights
+  const W* w_ih = nullptr;           // packed input weights
+  const T* w_ih_scales = nullptr;    // their scales, for int8
   const T* bias = nullptr;           // packed b_ih + b_hh, one z row
   int64_t k_in = 0;
-  const T* w_hh = nullptr;           // packed recurrent weights
+  const W* w_hh = nullptr;           // packed recurrent weights
+  const T* w_hh_scales = nullptr;    // their scales, for int8
   int64_t k = 0;                     // H_out
   int64_t hidden_size = 0;           // valid units; the last panel may be partial
   int64_t panel_begin = 0, panel_end = 0;
@@ -54,22 +62,30 @@ struct StepArgs {
   int64_t sweep_parity = 0;
 };
 
-template <typename T>
+template <typename T, typename W = T>
 struct KernelTable {
   const char* isa = "";
   // c[r] += a[r] @ W for every row, on the given panels.
-  void (*gemm_accumulate)(const GemmArgs<T>&) = nullptr;
+  void (*gemm_accumulate)(const GemmArgs<T, W>&) = nullptr;
   // Matrix-vector recurrence fused with the cell update; best for a few rows.
   // Returns the sweeps it made over the weights (they depend on the ISA's rows per group).
-  int64_t (*lstm_step_fused)(const StepArgs<T>&) = nullptr;
+  int64_t (*lstm_step_fused)(const StepArgs<T, W>&) = nullptr;
   // The step for many rows: the GEMM args add h_prev W_hh^T to the step's z, each panel followed by
   // its cell update.
-  void (*lstm_step_gemm)(const GemmArgs<T>& gemm, const StepArgs<T>& step) = nullptr;
+  void (*lstm_step_gemm)(const GemmArgs<T, W>& gemm, const StepArgs<T, W>& step) = nullptr;
 };
 
-// One getter per ISA, each defined in its own translation unit compiled for that ISA.
-namespace scalar { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
-namespace avx2 { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
-namespace avx512 { const KernelTable<float>& kernels_f32(); const KernelTable<double>& kernels_f64(); }
+// One getter per ISA and weight format, each defined in its ISA's own translation unit. The
+// reduced-precision tables widen the weights to float32 in registers and compute as the float32
+// table does (see lstm_kernels_impl.h).
+#define FASTLSTM_DECLARE_KERNEL_GETTERS                 \
+  const KernelTable<float>& kernels_f32();              \
+  const KernelTable<double>& kernels_f64();             \
+  const KernelTable<float, Bf16>& kernels_bf16();       \
+  const KernelTable<float, int8_t>& kernels_i8();
+namespace scalar { FASTLSTM_DECLARE_KERNEL_GETTERS }
+namespace avx2 { FASTLSTM_DECLARE_KERNEL_GETTERS }
+namespace avx512 { FASTLSTM_DECLARE_KERNEL_GETTERS }
+#undef FASTLSTM_DECLARE_KERNEL_GETTERS
 
 }  // namespace fastlstm

@@ -21,5 +21,16 @@ const KernelTable<double>& kernels_f64() {
   return table;
 }
 
+// Reduced-precision weights, widened to float32 as they are loaded.
+const KernelTable<float, Bf16>& kernels_bf16() {
+  static const KernelTable<float, Bf16> table = Kernels<VecAvx2F32, Bf16>::table("avx2");
+  return table;
+}
+
+const KernelTable<float, int8_t>& kernels_i8() {
+  static const KernelTable<float, int8_t> table = Kernels<VecAvx2F32, int8_t>::table("avx2");
+  return table;
+}
+
 }  // namespace avx2
 }  // namespace fastlstm

@@ -21,5 +21,16 @@ const KernelTable<double>& kernels_f64() {
   return table;
 }
 
+// Reduced-precision weights, widened to float32 as they are loaded.
+const KernelTable<float, Bf16>& kernels_bf16() {
+  static const KernelTable<float, Bf16> table = Kernels<VecScalar<float>, Bf16>::table("scalar");
+  return table;
+}
+
+const KernelTable<float, int8_t>& kernels_i8() {
+  static const KernelTable<float, int8_t> table = Kernels<VecScalar<float>, int8_t>::table("scalar");
+  return table;
+}
+
 }  // namespace scalar
 }  // namespace fastlstm

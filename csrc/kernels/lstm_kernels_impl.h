@@ -3,32 +3,35 @@
 // another's path. Include only from those translation units; it includes nothing itself.
 //
 // A panel is kPanelWidth<T> hidden units = kVecsPerPanel registers.
+//
+// Weights stored as W other than T (bf16, int8) are widened to T as they are loaded (V::load has
+// one overload per stored type) and the arithmetic is T's: a bf16 kernel computes exactly what the
+// T kernel computes on the bf16 values. int8 sums each group of kGroup k on its own, then adds it
+// times the group's scales, in the same order in every kernel, so that the bitwise independence of
+// the batch and the thread count carries over.
 
-template <class V>
+template <class V, typename W = typename V::T>
 struct Kernels {
   using T = typename V::T;
   using Reg = typename V::Reg;
   static constexpr int64_t kPanel = kPanelWidth<T>;
   static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
+  static constexpr bool kScaled = WeightFormat<W>::kScaled;
+  static constexpr int64_t kGroup = WeightFormat<W>::kGroup;
   // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts.
   static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
 
-  // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
-  // tile (k-major, R values per k) and one panel of one gate, whose weights for k0 start at w_k0,
-  // one run of kPanel values per k. Meanwhile it prefetches `prefetch_lines` cache lines from
-  // `prefetch` into L2, one per k, so they arrive spread over the tile's FMAs.
+  // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
+  // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk). Meanwhile
+  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k, so they arrive
+  // spread over the tile's FMAs.
   template <int R>
-  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const T* w_k0, T* const* c, int64_t c_offset,
-                        const char* prefetch = nullptr, int64_t prefetch_lines = 0) {
-    Reg acc[R][kVecsPerPanel];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
-    const T* wk = w_k0;
-    const T* ak = a + k0 * R;
+  static void multiply_add_tile(int64_t n, const W* wk, const T* ak, const char*& prefetch, int64_t& prefetch_lines,
+                                Reg (&acc)[R][kVecsPerPanel]) {
 #pragma GCC unroll 4
-    for (int64_t k = k0; k < k1; ++k, wk += kPanel, ak += R) {
+    for (int64_t k = 0; k < n; ++k, wk += kPanel, ak += R) {
       if (prefetch_lines > 0) {
         __builtin_prefetch(prefetch, 0, 2);
         prefetch += 64;
@@ -39,6 +42,32 @@ struct Kernels {
       for (int r = 0; r < R; ++r) {
         Reg b = V::set1(ak[r]);
         for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v], b, acc[r][v]);
+      }
+    }
+  }
+
+  // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
+  // tile (k-major, R values per k) and one panel of one gate, whose weights for k0 start at w_k0
+  // and, for int8, whose scales for k0's group start at `scales`, the next group's `scale_stride`
+  // further.
+  template <int R>
+  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const W* w_k0, const T* scales, int64_t scale_stride,
+                        T* const* c, int64_t c_offset, const char* prefetch = nullptr, int64_t prefetch_lines = 0) {
+    Reg acc[R][kVecsPerPanel];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
+    if constexpr (!kScaled) {
+      multiply_add_tile<R>(k1 - k0, w_k0, a + k0 * R, prefetch, prefetch_lines, acc);
+    } else {
+      for (int64_t g0 = k0; g0 < k1; g0 += kGroup, scales += scale_stride) {
+        const int64_t n = k1 - g0 < kGroup ? k1 - g0 : kGroup;
+        Reg group[R][kVecsPerPanel];
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < kVecsPerPanel; ++v) group[r][v] = V::zero();
+        multiply_add_tile<R>(n, w_k0 + (g0 - k0) * kPanel, a + g0 * R, prefetch, prefetch_lines, group);
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < kVecsPerPanel; ++v)
+            acc[r][v] = V::fmadd(group[r][v], V::load(scales + v * V::kWidth), acc[r][v]);
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -57,7 +86,7 @@ struct Kernels {
 
   // Copies A into row tiles, each k-major: the micro-kernel then broadcasts from one pointer
   // instead of juggling a register per row (twelve row pointers would not fit in x86's GPRs).
-  static void pack_rows(const GemmArgs<T>& args) {
+  static void pack_rows(const GemmArgs<T, W>& args) {
     const int64_t tiles = row_tiles(args.rows);
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
@@ -71,15 +100,17 @@ struct Kernels {
 
   // One tile of `height` rows, with the micro-kernel built for exactly that height.
   template <int R = kRowTile>
-  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const T* w_k0,
-                            T* const* c, int64_t c_offset, const char* prefetch, int64_t prefetch_lines) {
+  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const W* w_k0, const T* scales,
+                            int64_t scale_stride, T* const* c, int64_t c_offset, const char* prefetch,
+                            int64_t prefetch_lines) {
     if constexpr (R > 1) {
-      if (height < R) return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, c, c_offset, prefetch, prefetch_lines);
+      if (height < R)
+        return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, scales, scale_stride, c, c_offset, prefetch, prefetch_lines);
     }
-    gemm_tile<R>(a, k0, k1, w_k0, c, c_offset, prefetch, prefetch_lines);
+    gemm_tile<R>(a, k0, k1, w_k0, scales, scale_stride, c, c_offset, prefetch, prefetch_lines);
   }
 
-  static void gemm_accumulate(const GemmArgs<T>& args) {
+  static void gemm_accumulate(const GemmArgs<T, W>& args) {
     if (args.rows < kMinTiledRows) return args.gates == kGates ? gemm_rows_wide<kGates>(args) : gemm_rows_wide<1>(args);
     pack_rows(args);
     for (int64_t p = args.panel_begin; p < args.panel_end; ++p) gemm_panel(args, p);
@@ -87,7 +118,7 @@ struct Kernels {
 
   // The step for many rows: z += h_prev W_hh^T panel by panel (rows packed as for gemm_accumulate),
   // each panel's cell update right after its GEMM, while its z values are still in L1.
-  static void lstm_step_gemm(const GemmArgs<T>& gemm, const StepArgs<T>& step) {
+  static void lstm_step_gemm(const GemmArgs<T, W>& gemm, const StepArgs<T, W>& step) {
     const bool tiled = gemm.rows >= kMinTiledRows;
     if (tiled) pack_rows(gemm);
     else gemm_accumulate(gemm);  // too few rows for tiles: row by row, all panels in one go
@@ -102,28 +133,33 @@ struct Kernels {
   }
 
   // c[r] += a[r] @ W on panel p, for rows already packed by pack_rows.
-  static void gemm_panel(const GemmArgs<T>& args, int64_t p) {
+  static void gemm_panel(const GemmArgs<T, W>& args, int64_t p) {
     const int64_t tiles = row_tiles(args.rows);
     const int64_t panel_values = args.k * args.gates * kPanel;
+    const int64_t scale_stride = args.gates * kPanel;  // from one k group's scales to the next
     const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * panel_values);
     for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
-      const T* block = args.w + p * panel_values + k0 * args.gates * kPanel;
+      const W* block = args.w + p * panel_values + k0 * args.gates * kPanel;
+      const T* block_scales =
+          kScaled ? args.w_scales + (p * scale_groups(args.k) + k0 / kGroup) * scale_stride : nullptr;
       // While the tiles run on this block, the next one (the weights right after it) is fetched
       // into L2, a share of its lines per tile, so the first tile on it does not wait for L3 or
       // memory. Each tile issues its share one line per k, spread over its FMAs: the same
       // prefetches as a burst before each tile stall it (bench/kernel_probe.sh shows the difference).
-      const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(T)) / 64;
+      const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(W)) / 64;
       const char* next = reinterpret_cast<const char*>(block) + block_lines * 64;
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
       const int64_t lines_per_tile = (block_lines + args.gates * tiles - 1) / (args.gates * tiles);
       for (int64_t g = 0; g < args.gates; ++g) {
-        const T* w = block + g * (k1 - k0) * kPanel;  // this gate's part of the block, k after k
+        const W* w = block + g * (k1 - k0) * kPanel;  // this gate's part of the block, k after k
+        const T* scales = kScaled ? block_scales + g * kPanel : nullptr;
         const int64_t c_offset = (p * args.gates + g) * kPanel;
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t lines = lines_per_tile < lines_left ? lines_per_tile : lines_left;
           const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
-          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, args.c + r0, c_offset, next, lines);
+          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, scales, scale_stride, args.c + r0, c_offset, next,
+                        lines);
           next += 64 * lines;
           lines_left -= lines;
         }
@@ -168,32 +204,64 @@ struct Kernels {
   // reduction block and are added in block order, exactly as gemm_accumulate's tiles do, so a row's
   // result never depends on which kernel computed it, how many rows shared the loads, or how a call
   // was split across threads: hence bitwise independent of the batch and the thread count.
+  // For int8 each block's part is the sum of its groups' sums times their scales, as in gemm_tile.
   template <int G, int NP, int R>
-  static void add_blocks(const T* const* a, int64_t k, const T* w, int64_t p, Reg (&acc)[R][NP][G][kVecsPerPanel]) {
+  static void add_blocks(const T* const* a, int64_t k, const W* w, const T* scales, int64_t p,
+                         Reg (&acc)[R][NP][G][kVecsPerPanel]) {
     const int64_t w_panel = k * G * kPanel;
+    const int64_t s_panel = scale_groups(k) * G * kPanel;  // a panel's scales
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
       Reg part[R][NP][G][kVecsPerPanel];
-      for (int r = 0; r < R; ++r)
-        for (int q = 0; q < NP; ++q)
-          for (int g = 0; g < G; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v) part[r][q][g][v] = V::zero();
+      zero_all(part);
       const int64_t w_gate = (k1 - k0) * kPanel;  // a gate's part of the block (see kernels.h)
-      const T* wk = w + p * w_panel + k0 * G * kPanel;
-      for (int64_t kk = k0; kk < k1; ++kk, wk += kPanel) {
-        Reg b[R];
-        for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
-        for (int q = 0; q < NP; ++q)
-          for (int g = 0; g < G; ++g)
-            for (int v = 0; v < kVecsPerPanel; ++v) {
-              const Reg wv = V::load(wk + q * w_panel + g * w_gate + v * V::kWidth);
-              for (int r = 0; r < R; ++r) part[r][q][g][v] = V::fmadd(wv, b[r], part[r][q][g][v]);
-            }
+      const W* wk = w + p * w_panel + k0 * G * kPanel;
+      if constexpr (!kScaled) {
+        multiply_add_rows(a, k0, k1, wk, w_panel, w_gate, part);
+      } else {
+        const T* s = scales + (p * scale_groups(k) + k0 / kGroup) * G * kPanel;
+        for (int64_t g0 = k0; g0 < k1; g0 += kGroup, s += G * kPanel) {
+          const int64_t g1 = g0 + kGroup < k1 ? g0 + kGroup : k1;
+          Reg group[R][NP][G][kVecsPerPanel];
+          zero_all(group);
+          multiply_add_rows(a, g0, g1, wk + (g0 - k0) * kPanel, w_panel, w_gate, group);
+          for (int r = 0; r < R; ++r)
+            for (int q = 0; q < NP; ++q)
+              for (int g = 0; g < G; ++g)
+                for (int v = 0; v < kVecsPerPanel; ++v)
+                  part[r][q][g][v] = V::fmadd(group[r][q][g][v], V::load(s + q * s_panel + g * kPanel + v * V::kWidth),
+                                              part[r][q][g][v]);
+        }
       }
       for (int r = 0; r < R; ++r)
         for (int q = 0; q < NP; ++q)
           for (int g = 0; g < G; ++g)
             for (int v = 0; v < kVecsPerPanel; ++v) acc[r][q][g][v] = V::add(acc[r][q][g][v], part[r][q][g][v]);
+    }
+  }
+
+  template <int G, int NP, int R>
+  static void zero_all(Reg (&regs)[R][NP][G][kVecsPerPanel]) {
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NP; ++q)
+        for (int g = 0; g < G; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) regs[r][q][g][v] = V::zero();
+  }
+
+  // sums[r][q][g] += sum over k in [k0, k1) of a[r][k] * w[q][g][k], from wk (k0's weights of the
+  // first panel); panels are w_panel values apart, gates w_gate.
+  template <int G, int NP, int R>
+  static void multiply_add_rows(const T* const* a, int64_t k0, int64_t k1, const W* wk, int64_t w_panel, int64_t w_gate,
+                                Reg (&sums)[R][NP][G][kVecsPerPanel]) {
+    for (int64_t kk = k0; kk < k1; ++kk, wk += kPanel) {
+      Reg b[R];
+      for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
+      for (int q = 0; q < NP; ++q)
+        for (int g = 0; g < G; ++g)
+          for (int v = 0; v < kVecsPerPanel; ++v) {
+            const Reg wv = V::load(wk + q * w_panel + g * w_gate + v * V::kWidth);
+            for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv, b[r], sums[r][q][g][v]);
+          }
     }
   }
 
@@ -214,7 +282,7 @@ struct Kernels {
 
   // c[r] += a[r] @ W one row at a time, for the few-row case where row tiles would be too short.
   template <int G>
-  static void gemm_rows_wide(const GemmArgs<T>& args) {
+  static void gemm_rows_wide(const GemmArgs<T, W>& args) {
     constexpr int NP = kRowPanels<G>;
     for (int64_t r = 0; r < args.rows; ++r) {
       T* c = args.c[r];
@@ -222,7 +290,7 @@ struct Kernels {
         constexpr int N = decltype(panels)::value;
         Reg acc[1][N][G][kVecsPerPanel];
         load_accumulators<G, N, 1>(&args.c[r], nullptr, p, acc);
-        add_blocks<G, N, 1>(&args.a[r], args.k, args.w, p, acc);
+        add_blocks<G, N, 1>(&args.a[r], args.k, args.w, args.w_scales, p, acc);
         for (int q = 0; q < N; ++q)
           for (int g = 0; g < G; ++g)
             for (int v = 0; v < kVecsPerPanel; ++v) V::store(c + ((p + q) * G + g) * kPanel + v * V::kWidth, acc[0][q][g][v]);
@@ -248,7 +316,7 @@ struct Kernels {
   // batches of kDeferredPanels: one panel's update alone is a long latency chain that would stall
   // the weight stream, while a batch of them overlaps.
   template <int R>
-  static void step_rows(const StepArgs<T>& args, int64_t r0, bool downward) {
+  static void step_rows(const StepArgs<T, W>& args, int64_t r0, bool downward) {
     constexpr int NP = R == 1 ? kRowPanels<kGates> : 1;
     static_assert(kDeferredPanels % NP == 0, "a pass's panels must fit in the deferred batch");
     alignas(64) T deferred[kDeferredPanels][R][kGates * kPanel];  // pre-activations, packed z layout
@@ -271,11 +339,11 @@ struct Kernels {
       if (args.x != nullptr) {
         // The input projection rides along, summed in the same order as its GEMM would.
         load_accumulators<kGates, N, R>(nullptr, args.bias, p, acc);
-        add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, p, acc);
+        add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, args.w_ih_scales, p, acc);
       } else {
         load_accumulators<kGates, N, R>(args.z + r0, nullptr, p, acc);
       }
-      add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, p, acc);
+      add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, args.w_hh_scales, p, acc);
       if (pending + N > kDeferredPanels) update_deferred();
       for (int q = 0; q < N; ++q, ++pending) {
         deferred_panel[pending] = p + q;
@@ -300,7 +368,7 @@ struct Kernels {
   // Rows go in groups of up to kFusedRows, each group one sweep over the weights. Successive sweeps
   // alternate direction, so each starts on the weights the previous one touched last, still in
   // L1/L2 (bitwise the same: panels are independent).
-  static int64_t lstm_step_fused(const StepArgs<T>& args) {
+  static int64_t lstm_step_fused(const StepArgs<T, W>& args) {
     int64_t sweeps = 0;
     for (int64_t r0 = 0; r0 < args.rows; ++sweeps)
       r0 += step_group<kFusedRows>(args, r0, ((args.sweep_parity + sweeps) & 1) != 0);
@@ -309,7 +377,7 @@ struct Kernels {
 
   // Runs the largest group of at most R rows that fits the rows left; returns its size.
   template <int R>
-  static int64_t step_group(const StepArgs<T>& args, int64_t r0, bool downward) {
+  static int64_t step_group(const StepArgs<T, W>& args, int64_t r0, bool downward) {
     if constexpr (R > 1) {
       if (args.rows - r0 < R) return step_group<R - 1>(args, r0, downward);
     }
@@ -317,8 +385,8 @@ struct Kernels {
     return R;
   }
 
-  static KernelTable<T> table(const char* isa) {
-    KernelTable<T> t;
+  static KernelTable<T, W> table(const char* isa) {
+    KernelTable<T, W> t;
     t.isa = isa;
     t.gemm_accumulate = &gemm_accumulate;
     t.lstm_step_fused = &lstm_step_fused;

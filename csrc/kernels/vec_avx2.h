@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include "../weight_formats.h"
 #include "vec_exp.h"
 
 struct VecAvx2F32 {
@@ -14,6 +15,14 @@ struct VecAvx2F32 {
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(T v) { return _mm256_set1_ps(v); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
+  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
+  static Reg load(const fastlstm::Bf16* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static Reg load(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
   static void store(T* p, Reg v) { _mm256_storeu_ps(p, v); }
   static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "../weight_formats.h"
 #include "vec_exp.h"
 
 struct VecAvx512F32 {
@@ -16,6 +17,14 @@ struct VecAvx512F32 {
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg set1(T v) { return _mm512_set1_ps(v); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
+  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
+  static Reg load(const fastlstm::Bf16* p) {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+  static Reg load(const int8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
   static void store(T* p, Reg v) { _mm512_storeu_ps(p, v); }
   static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../weight_formats.h"
 #include "vec_exp.h"
 
 template <typename Scalar>
@@ -22,6 +23,15 @@ struct VecScalar {
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
+  // Stored weights widened (float32 only): bf16 is a float's top half; int8 converts exactly.
+  static Reg load(const fastlstm::Bf16* p) {
+    static_assert(sizeof(T) == 4, "bf16 weights widen to float32");
+    const uint32_t bits = uint32_t(p->bits) << 16;
+    T value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+  }
+  static Reg load(const int8_t* p) { return static_cast<T>(*p); }
   static void store(T* p, Reg v) { *p = v; }
   static Reg add(Reg a, Reg b) { return a + b; }
   static Reg sub(Reg a, Reg b) { return a - b; }
