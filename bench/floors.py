@@ -8,6 +8,7 @@ On top of it, with the single-core sgemm peak sampled after every config:
   Every exact fp32 engine reads all of W_hh each step, so floor/X is the lowest fastlstm/X ratio
   reachable here. fastlstm's empty call is added to it: the fixed cost every fastlstm call pays.
 - batched configs: GFLOP/s against the sgemm peak.
+`--whole-models` does the same for the standard whole models, against the floor of the LSTM inside.
 Writes results.md, results.json and speedup.png (the reference results' names).
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import lab_options
 import lstm_metrics
-from fastlstm.bench import report
+from fastlstm.bench import report, whole_models
 from fastlstm.bench.cli import (
     add_timing_arguments,
     case_progress,
@@ -136,6 +137,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("floors", help="fastlstm bench, plus floors, W_hh rates and GFLOP/s against this machine",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="all", metavar="NAMES", help="comma-separated standard configs, or 'all'")
+    parser.add_argument("--whole-models", nargs="?", const="all", metavar="NAMES",
+                        help="the standard whole models instead (fastlstm bench --whole-models), each held against "
+                             "the floor of the LSTM inside: 'all' (if no NAMES) or forecaster, tagger, speaker")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
     add_timing_arguments(parser)
     lab_options.add_priming_argument(parser)
@@ -146,12 +150,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, command: str) -> int:
     parser: argparse.ArgumentParser = args.parser
+    if args.whole_models is not None and args.configs != "all":
+        parser.error("--configs and --whole-models are alternatives; give one")
     try:
-        configs = select_configs(args.configs)
+        configs = select_configs(args.configs) if args.whole_models is None else []
+        models = whole_models.select_models(args.whole_models) if args.whole_models is not None else []
     except ValueError as error:
         parser.error(str(error))
     settings = settings_from(args, args.threads, priming_seconds=lab_options.priming_seconds(args, parser))
-    progress(f"lab floors: {len(configs)} config(s), engines {', '.join(ENGINE_LABELS[e] for e in settings.engines)}")
+    what = f"whole models {', '.join(models)}" if models else f"{len(configs)} config(s)"
+    progress(f"lab floors: {what}, engines {', '.join(ENGINE_LABELS[e] for e in settings.engines)}")
     run, peak = run_info(command), SgemmPeak()
 
     def after_case(index: int, total: int, case: CaseResult) -> None:
@@ -159,8 +167,12 @@ def run(args: argparse.Namespace, command: str) -> int:
         if case.engines:
             peak.sample()
 
-    sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
-    cases = run_suite(sources, settings, after_case)
+    if models:
+        # The floor of a whole model is its LSTM's: the embedding and heads only add to any engine's time.
+        cases, _ = whole_models.run_whole_models(models, settings, after_case)
+    else:
+        sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
+        cases = run_suite(sources, settings, after_case)
     progress("measuring cache read rates (the first use compiles bench/read_probe) ...")
     floors_us, whh_read_us = measure_batch1_floors(cases, peak.best, args.threads)
     document = floors_report(cases, settings, run, peak, floors_us, whh_read_us, measure_empty_call_us())
