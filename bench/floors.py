@@ -15,6 +15,7 @@ Writes results.md, results.json and speedup.png (the reference results' names).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, Dict, List, Optional
 
 import lab_options
@@ -77,8 +78,10 @@ def floor_table(cases: List[CaseResult], floors_us: Dict[str, float], whh_read_u
         row.append(report.format_us(floor + empty_call_us))
         row.append(f"{(floor + empty_call_us) / medians['ort']:.2f}" if "ort" in medians else report.MISSING)
         rows.append(row)
-    header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)", "fastlstm/floor", "torch/floor", "ORT/floor"]
-    header += ["floor/torch (best fastlstm/torch)", "floor/ORT (best fastlstm/ORT)", "floor + empty call (us)", "(floor + empty call)/ORT"]
+    header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)"]
+    header += [f"{ENGINE_LABELS[name]}/floor" for name in ("fastlstm", *COMPARED_ENGINES)]
+    header += [f"floor/{ENGINE_LABELS[name]} (best fastlstm/{ENGINE_LABELS[name]})" for name in COMPARED_ENGINES]
+    header += ["floor + empty call (us)", "(floor + empty call)/ORT"]
     return report.markdown_table(header, rows) if rows else None
 
 
@@ -170,6 +173,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     if models:
         # The floor of a whole model is its LSTM's: the embedding and heads only add to any engine's time.
         cases, _ = whole_models.run_whole_models(models, settings, after_case)
+        settings = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
     else:
         sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
         cases = run_suite(sources, settings, after_case)

@@ -4,6 +4,7 @@ repository's bench/ folder reuses (argument types, timing options, progress line
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -206,10 +207,12 @@ def run_whole_model_bench(args: argparse.Namespace, command: str) -> int:
     progress(f"fastlstm bench: whole models {', '.join(names)} at batch 1 and 32, engines {engines}, "
              f"{settings.threads} thread(s), {budget} each (twice: engines, then model vs bare LSTM)")
     cases, overheads = whole_models.run_whole_models(names, settings, case_progress)
-    result = comparison_report(cases, settings, run)
+    shown = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
+    result = comparison_report(cases, shown, run)
     result.title = "fastlstm whole-model benchmark"
     result.sections.append(whole_models.overhead_section(overheads))
-    result.notes += [note for note in [whole_models.openvino_note()] if note]
+    if "ort" in settings.engines and not whole_models.openvino_installed():
+        result.notes.append("OpenVINO skipped: not installed")
     result.data["overhead"] = overheads
     title = f"fastlstm whole-model speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)
