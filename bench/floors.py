@@ -182,5 +182,6 @@ def run(args: argparse.Namespace, command: str) -> int:
     document = floors_report(cases, settings, run, peak, floors_us, whh_read_us, measure_empty_call_us())
     title = f"fastlstm speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else (lambda path: plot_speedups(cases, title, path))
-    publish(document, lab_options.output_dir(args), "results", chart)
+    # The whole models have their own reference files beside the standard configs' results.
+    publish(document, lab_options.output_dir(args), "whole_models" if models else "results", chart)
     return mismatch_status(cases)

@@ -96,16 +96,18 @@ def mismatch_status(cases: Sequence[CaseResult]) -> int:
 
 
 def publish(report: Report, out_dir: Path, name: str, chart: Optional[Callable[[Path], Optional[str]]] = None) -> None:
-    """Draw the chart (given its path, it returns why it was skipped, or None), write NAME.md and NAME.json,
+    """Draw the chart (speedup.png, or NAME_speedup.png for other names; given its path, it returns why it was
+    skipped, or None), write NAME.md and NAME.json,
     print the markdown on stdout and say on stderr where the files went."""
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = []
     if chart is not None:
-        skipped = chart(out_dir / "speedup.png")
+        path = out_dir / ("speedup.png" if name == "results" else f"{name}_speedup.png")
+        skipped = chart(path)
         if skipped:
             report.notes.append(skipped)
         else:
-            charts.append(out_dir / "speedup.png")
+            charts.append(path)
     written = write_report(report, out_dir, name) + charts
     print(render_markdown(report), end="")
     progress(f"wrote {', '.join(path.name for path in written)} into {out_dir.resolve()}")
