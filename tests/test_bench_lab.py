@@ -101,7 +101,8 @@ def test_floors_whole_models_smoke(tmp_path: Path, capsys: pytest.CaptureFixture
                        "--no-chart", "--out", str(tmp_path)])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    document = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert not (tmp_path / "results.json").exists()  # the standard configs' reference files are left alone
+    document = json.loads((tmp_path / "whole_models.json").read_text(encoding="utf-8"))
     assert [case["config"]["name"] for case in document["cases"]] == ["forecaster-b1", "forecaster-b32"]
     # The floor of the LSTM inside (T=12 reads of a 400x100 W_hh) is below the whole model's time.
     fastlstm_us = document["cases"][0]["engines"]["fastlstm"]["median_us"]
