@@ -8,17 +8,19 @@ On top of it, with the single-core sgemm peak sampled after every config:
   Every exact fp32 engine reads all of W_hh each step, so floor/X is the lowest fastlstm/X ratio
   reachable here. fastlstm's empty call is added to it: the fixed cost every fastlstm call pays.
 - batched configs: GFLOP/s against the sgemm peak.
+`--whole-models` does the same for the standard whole models, against the floor of the LSTM inside.
 Writes results.md, results.json and speedup.png (the reference results' names).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any, Dict, List, Optional
 
 import lab_options
 import lstm_metrics
-from fastlstm.bench import report
+from fastlstm.bench import report, whole_models
 from fastlstm.bench.cli import (
     add_timing_arguments,
     case_progress,
@@ -76,8 +78,10 @@ def floor_table(cases: List[CaseResult], floors_us: Dict[str, float], whh_read_u
         row.append(report.format_us(floor + empty_call_us))
         row.append(f"{(floor + empty_call_us) / medians['ort']:.2f}" if "ort" in medians else report.MISSING)
         rows.append(row)
-    header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)", "fastlstm/floor", "torch/floor", "ORT/floor"]
-    header += ["floor/torch (best fastlstm/torch)", "floor/ORT (best fastlstm/ORT)", "floor + empty call (us)", "(floor + empty call)/ORT"]
+    header = ["config", "one W_hh", "read one W_hh (us)", "floor per call (us)"]
+    header += [f"{ENGINE_LABELS[name]}/floor" for name in ("fastlstm", *COMPARED_ENGINES)]
+    header += [f"floor/{ENGINE_LABELS[name]} (best fastlstm/{ENGINE_LABELS[name]})" for name in COMPARED_ENGINES]
+    header += ["floor + empty call (us)", "(floor + empty call)/ORT"]
     return report.markdown_table(header, rows) if rows else None
 
 
@@ -136,6 +140,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("floors", help="fastlstm bench, plus floors, W_hh rates and GFLOP/s against this machine",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="all", metavar="NAMES", help="comma-separated standard configs, or 'all'")
+    parser.add_argument("--whole-models", nargs="?", const="all", metavar="NAMES",
+                        help="the standard whole models instead (fastlstm bench --whole-models), each held against "
+                             "the floor of the LSTM inside: 'all' (if no NAMES) or forecaster, tagger, speaker")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
     add_timing_arguments(parser)
     lab_options.add_priming_argument(parser)
@@ -146,12 +153,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, command: str) -> int:
     parser: argparse.ArgumentParser = args.parser
+    if args.whole_models is not None and args.configs != "all":
+        parser.error("--configs and --whole-models are alternatives; give one")
     try:
-        configs = select_configs(args.configs)
+        configs = select_configs(args.configs) if args.whole_models is None else []
+        models = whole_models.select_models(args.whole_models) if args.whole_models is not None else []
     except ValueError as error:
         parser.error(str(error))
     settings = settings_from(args, args.threads, priming_seconds=lab_options.priming_seconds(args, parser))
-    progress(f"lab floors: {len(configs)} config(s), engines {', '.join(ENGINE_LABELS[e] for e in settings.engines)}")
+    what = f"whole models {', '.join(models)}" if models else f"{len(configs)} config(s)"
+    progress(f"lab floors: {what}, engines {', '.join(ENGINE_LABELS[e] for e in settings.engines)}")
     run, peak = run_info(command), SgemmPeak()
 
     def after_case(index: int, total: int, case: CaseResult) -> None:
@@ -159,12 +170,18 @@ def run(args: argparse.Namespace, command: str) -> int:
         if case.engines:
             peak.sample()
 
-    sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
-    cases = run_suite(sources, settings, after_case)
+    if models:
+        # The floor of a whole model is its LSTM's: the embedding and heads only add to any engine's time.
+        cases, _ = whole_models.run_whole_models(models, settings, after_case)
+        settings = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
+    else:
+        sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
+        cases = run_suite(sources, settings, after_case)
     progress("measuring cache read rates (the first use compiles bench/read_probe) ...")
     floors_us, whh_read_us = measure_batch1_floors(cases, peak.best, args.threads)
     document = floors_report(cases, settings, run, peak, floors_us, whh_read_us, measure_empty_call_us())
     title = f"fastlstm speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else (lambda path: plot_speedups(cases, title, path))
-    publish(document, lab_options.output_dir(args), "results", chart)
+    # The whole models have their own reference files beside the standard configs' results.
+    publish(document, lab_options.output_dir(args), "whole_models" if models else "results", chart)
     return mismatch_status(cases)

@@ -95,6 +95,27 @@ def test_floors_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert document["sgemm_peak_samples"] == 1 and document["sgemm_peak_gflops"] > 0
 
 
+@needs_read_probe
+def test_floors_whole_models_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = lab.main(["floors", "--whole-models", "forecaster", "--repeats", "3", "--engines", "fastlstm,torch",
+                       "--no-chart", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert not (tmp_path / "results.json").exists()  # the standard configs' reference files are left alone
+    document = json.loads((tmp_path / "whole_models.json").read_text(encoding="utf-8"))
+    assert [case["config"]["name"] for case in document["cases"]] == ["forecaster-b1", "forecaster-b32"]
+    # The floor of the LSTM inside (T=12 reads of a 400x100 W_hh) is below the whole model's time.
+    fastlstm_us = document["cases"][0]["engines"]["fastlstm"]["median_us"]
+    assert 0 < document["batch1_floor_us"]["forecaster-b1"] < fastlstm_us
+    assert "forecaster-b32" not in document["batch1_floor_us"]
+
+
+def test_floors_refuses_configs_with_whole_models(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        lab.main(["floors", "--whole-models", "tagger", "--configs", "medium"])
+    assert "alternatives" in capsys.readouterr().err
+
+
 def test_sgemm_peak_keeps_the_best_sample_and_skips_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     rates = iter([None, 41.6, 85.6, 60.0])  # None: a measurement that could not run
     monkeypatch.setattr(machine_rates, "measure_sgemm_peak_gflops", lambda: next(rates))

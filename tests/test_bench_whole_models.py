@@ -57,6 +57,29 @@ def test_other_whole_models_convert_and_match_torch(name: str) -> None:
     np.testing.assert_allclose(model(x), expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["ort", "openvino"])
+def test_peer_engines_run_the_whole_exported_module(engine: str) -> None:
+    """ORT and OpenVINO (pinned to fp32) run the whole module's ONNX export and agree with torch."""
+    pytest.importorskip({"ort": "onnxruntime", "openvino": "openvino"}[engine])
+    module = whole_models.build_module("tagger", seed=0)
+    x = whole_models.make_model_input("tagger", 2, 9, 1)
+    built = {"ort": whole_models.ort_engine, "openvino": whole_models.openvino_engine}[engine](module, x, 1)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy()
+    outputs = built.outputs()
+    assert len(outputs) == 1
+    np.testing.assert_allclose(outputs[0], expected, rtol=0, atol=1e-5)
+    assert "thread" in built.detail
+
+
+def test_openvino_joins_whole_models_only_with_ort(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(whole_models, "openvino_installed", lambda: True)
+    assert whole_models.whole_model_engines(["fastlstm", "torch", "ort"]) == ["fastlstm", "torch", "ort", "openvino"]
+    assert whole_models.whole_model_engines(["fastlstm", "torch"]) == ["fastlstm", "torch"]
+    monkeypatch.setattr(whole_models, "openvino_installed", lambda: False)
+    assert whole_models.whole_model_engines(["fastlstm", "ort"]) == ["fastlstm", "ort"]
+
+
 def test_model_flag_on_a_converted_file_times_fastlstm_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     module = whole_models.build_module("forecaster", seed=0)
     path = tmp_path / "forecaster.safetensors"

@@ -4,6 +4,7 @@ repository's bench/ folder reuses (argument types, timing options, progress line
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -95,16 +96,18 @@ def mismatch_status(cases: Sequence[CaseResult]) -> int:
 
 
 def publish(report: Report, out_dir: Path, name: str, chart: Optional[Callable[[Path], Optional[str]]] = None) -> None:
-    """Draw the chart (given its path, it returns why it was skipped, or None), write NAME.md and NAME.json,
+    """Draw the chart (speedup.png, or NAME_speedup.png for other names; given its path, it returns why it was
+    skipped, or None), write NAME.md and NAME.json,
     print the markdown on stdout and say on stderr where the files went."""
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = []
     if chart is not None:
-        skipped = chart(out_dir / "speedup.png")
+        path = out_dir / ("speedup.png" if name == "results" else f"{name}_speedup.png")
+        skipped = chart(path)
         if skipped:
             report.notes.append(skipped)
         else:
-            charts.append(out_dir / "speedup.png")
+            charts.append(path)
     written = write_report(report, out_dir, name) + charts
     print(render_markdown(report), end="")
     progress(f"wrote {', '.join(path.name for path in written)} into {out_dir.resolve()}")
@@ -206,10 +209,12 @@ def run_whole_model_bench(args: argparse.Namespace, command: str) -> int:
     progress(f"fastlstm bench: whole models {', '.join(names)} at batch 1 and 32, engines {engines}, "
              f"{settings.threads} thread(s), {budget} each (twice: engines, then model vs bare LSTM)")
     cases, overheads = whole_models.run_whole_models(names, settings, case_progress)
-    result = comparison_report(cases, settings, run)
+    shown = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
+    result = comparison_report(cases, shown, run)
     result.title = "fastlstm whole-model benchmark"
     result.sections.append(whole_models.overhead_section(overheads))
-    result.notes += [note for note in [whole_models.openvino_note()] if note]
+    if "ort" in settings.engines and not whole_models.openvino_installed():
+        result.notes.append("OpenVINO skipped: not installed")
     result.data["overhead"] = overheads
     title = f"fastlstm whole-model speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)

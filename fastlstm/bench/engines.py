@@ -20,7 +20,7 @@ from fastlstm.bench.weights import WeightSource
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]  # out, h_n, c_n
 ENGINE_NAMES: Tuple[str, ...] = ("fastlstm", "torch", "ort")
-ENGINE_LABELS: Dict[str, str] = {"fastlstm": "fastlstm", "torch": "torch", "ort": "ORT"}
+ENGINE_LABELS: Dict[str, str] = {"fastlstm": "fastlstm", "torch": "torch", "ort": "ORT", "openvino": "OpenVINO"}
 
 
 class Engine(Protocol):

@@ -112,27 +112,52 @@ def torch_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
     return SimpleEngine(f"torch {torch.__version__} whole module, inference_mode", run, lambda: flat_outputs(run()))
 
 
+def export_whole_module(module: Any, x: np.ndarray, path: str) -> None:
+    """The whole module to ONNX at x's shape (legacy exporter: ONNX's LSTM op, which ORT and OpenVINO run with
+    their own LSTM kernels; static shapes let them fold the zero initial states)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(x),), path, input_names=["x"], dynamo=False, opset_version=17)
+
+
 def ort_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
     import onnxruntime
-    import torch
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     with tempfile.TemporaryDirectory(prefix="fastlstm-bench-onnx-") as workdir:
-        path = f"{workdir}/model.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.from_numpy(x),), path, input_names=["x"], dynamo=False, opset_version=17)
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        export_whole_module(module, x, f"{workdir}/model.onnx")
+        session = onnxruntime.InferenceSession(f"{workdir}/model.onnx", options, providers=["CPUExecutionProvider"])
     feed = {"x": x}
     return SimpleEngine(f"onnxruntime {onnxruntime.__version__}, whole module (legacy exporter, static shapes), "
                         f"intra-op threads {threads}", lambda: session.run(None, feed), lambda: tuple(session.run(None, feed)))
 
 
-def openvino_note() -> str:
-    installed = importlib.util.find_spec("openvino") is not None
-    return "OpenVINO is installed but not benchmarked by this version" if installed else "OpenVINO skipped: not installed"
+def openvino_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
+    """OpenVINO on the same ONNX file, pinned to fp32 (its default on BF16-capable CPUs is bf16, which
+    would not be the same computation as the others'), `threads` inference threads, one stream."""
+    import openvino
+
+    core = openvino.Core()
+    with tempfile.TemporaryDirectory(prefix="fastlstm-bench-onnx-") as workdir:
+        export_whole_module(module, x, f"{workdir}/model.onnx")
+        compiled = core.compile_model(core.read_model(f"{workdir}/model.onnx"), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+
+    def outputs() -> Tuple[np.ndarray, ...]:
+        return tuple(np.array(value) for value in request.infer({0: x}).values())
+
+    return SimpleEngine(f"openvino {openvino.__version__}, whole module (same ONNX file), fp32 precision hint, "
+                        f"{threads} inference thread(s)", lambda: request.infer({0: x}), outputs)
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
 
 
 def run_whole_models(names: Sequence[str], settings: SuiteSettings,
@@ -142,7 +167,7 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
     import torch
 
     builders = {"fastlstm": lambda model, x, threads: model_engine(model, (x,), threads), "torch": torch_engine,
-                "ort": ort_engine}
+                "ort": ort_engine, "openvino": openvino_engine}
     cases, overheads, total = [], [], len(names) * len(BATCHES)
     for name in names:
         lstm_config, seq_len = MODELS[name]
@@ -161,7 +186,7 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
             variants = [Variant(engine, ENGINE_LABELS[engine], engine,
                                 lambda _source, x, engine=engine: builders[engine](model if engine == "fastlstm" else module,
                                                                                    x, settings.threads))
-                        for engine in settings.engines]
+                        for engine in whole_model_engines(settings.engines)]
             case = run_variants(source, x, variants, settings, reference)
             cases.append(case)
             after_case(len(cases), total, case)
@@ -172,6 +197,11 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
             overheads.append({"case": config.name, "model_us": model_us, "bare_lstm_us": bare_us, "overhead_us":
                               model_us - bare_us, "allowed_us": bare_us * 0.1 + 3.0, "meets_goal": model_us <= bare_us * 1.1 + 3.0})
     return cases, overheads
+
+
+def whole_model_engines(engines: Sequence[str]) -> List[str]:
+    """The engines asked for, plus OpenVINO where installed when ORT is asked for (the same ONNX file)."""
+    return list(engines) + (["openvino"] if "ort" in engines and openvino_installed() else [])
 
 
 def overhead_section(overheads: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
