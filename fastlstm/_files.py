@@ -19,6 +19,7 @@ import ast
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import pickle
 import re
@@ -61,14 +62,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 Declared = Tuple[Tuple[int, ...], np.dtype]  # shape and dtype of an array, as its file states them
 
 
-def read_weights_file(path: PathLike) -> Tuple[Mapping, Optional[Dict[str, str]]]:
+def read_weights_file(path: PathLike, allow_bf16: bool = False) -> Tuple[Mapping, Optional[Dict[str, str]]]:
     """Read a weights file into a state_dict-like mapping and fastlstm's metadata, if any.
 
     The mapping is returned as stored (possibly a nested checkpoint) so that
     :func:`extract_lstm` does the finding and validation in one place for every format.
     For ``.safetensors`` and ``.npz`` files it is a :class:`FileArrays`, which has checked every
     declared array and reads one only when it is asked for. Metadata is only ever present in
-    ``.safetensors`` files written by fastlstm.
+    ``.safetensors`` files written by fastlstm. `allow_bf16`: BF16 tensors (a quantized converted
+    model's) are read as their 16 bits, uint16 arrays, instead of being refused.
     """
     path = as_path(path)
     suffix = path.suffix.lower()
@@ -81,7 +83,7 @@ def read_weights_file(path: PathLike) -> Tuple[Mapping, Optional[Dict[str, str]]
     if suffix in (".pt", ".pth"):
         return _read_torch(path), None
     if suffix == ".safetensors":
-        return _open_safetensors(path)
+        return _open_safetensors(path, allow_bf16)
     return _open_npz(path), None
 
 
@@ -342,7 +344,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _open_safetensors(path: Path) -> Tuple[FileArrays, Optional[Dict[str, str]]]:
+def _open_safetensors(path: Path, allow_bf16: bool = False) -> Tuple[FileArrays, Optional[Dict[str, str]]]:
     try:
         from safetensors import safe_open  # noqa: F401 - only to report a missing package here
     except ModuleNotFoundError as exc:
@@ -351,6 +353,7 @@ def _open_safetensors(path: Path) -> Tuple[FileArrays, Optional[Dict[str, str]]]
             name="safetensors",
         ) from exc
     declared: Dict[str, Declared] = {}
+    bf16_keys: Set[str] = set()
     unsupported: Optional[Tuple[str, str]] = None
     with _safetensors_errors(path):
         with safe_open(str(path), framework="np") as handle:
@@ -361,6 +364,9 @@ def _open_safetensors(path: Path) -> Tuple[FileArrays, Optional[Dict[str, str]]]
             for key in handle.keys():
                 view = handle.get_slice(key)
                 dtype = view.get_dtype()
+                if dtype == "BF16" and allow_bf16:
+                    bf16_keys.add(key)
+                    dtype = "U16"
                 if dtype not in _SAFETENSORS_DTYPES and unsupported is None:
                     unsupported = (key, dtype)
                 declared[key] = (tuple(int(d) for d in view.get_shape()),
@@ -375,7 +381,16 @@ def _open_safetensors(path: Path) -> Tuple[FileArrays, Optional[Dict[str, str]]]
         )
     check_parameter_sizes((DeclaredTensor(key, shape, dtype.itemsize) for key, (shape, dtype) in declared.items()),
                           f"{str(path)!r}: the tensors")
-    return FileArrays(path, declared, _read_safetensors_tensors), metadata
+    if not bf16_keys:
+        return FileArrays(path, declared, _read_safetensors_tensors), metadata
+    shapes = {key: declared[key][0] for key in bf16_keys}
+
+    def read(path: Path, keys: Sequence[str]) -> Dict[str, np.ndarray]:
+        arrays = _read_safetensors_tensors(path, [key for key in keys if key not in bf16_keys])
+        arrays.update(read_bf16_tensors(path, {key: shapes[key] for key in keys if key in bf16_keys}))
+        return arrays
+
+    return FileArrays(path, declared, read), metadata
 
 
 def _read_safetensors_tensors(path: Path, keys: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -384,6 +399,73 @@ def _read_safetensors_tensors(path: Path, keys: Sequence[str]) -> Dict[str, np.n
     with _safetensors_errors(path):
         with safe_open(str(path), framework="np") as handle:
             return {key: handle.get_tensor(key) for key in keys}
+
+
+_MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit
+
+
+def read_bf16_tensors(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """BF16 tensors of a safetensors file whose header safetensors has accepted, as uint16 arrays of
+    their bits (numpy has no bfloat16, and safetensors' numpy API refuses it). The header is read
+    again and every offset checked: the file could have changed since."""
+    if not shapes:
+        return {}
+    where = repr(str(path))
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{where} is truncated")
+        (length,) = struct.unpack("<Q", head)
+        if length > _MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"{where}: the safetensors header is too large")
+        try:
+            header = json.loads(handle.read(length))
+        except (ValueError, RecursionError):
+            raise ValueError(f"{where}: the safetensors header is not JSON") from None
+        size = handle.seek(0, 2)
+        arrays = {}
+        for key, shape in shapes.items():
+            entry = header.get(key) if isinstance(header, dict) else None
+            count = int(np.prod(shape, dtype=np.int64))
+            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+                    or offsets[0] < 0 or offsets[1] - offsets[0] != 2 * count or 8 + length + offsets[1] > size
+                    or entry.get("dtype") != "BF16" or list(entry.get("shape", ())) != list(shape)):
+                raise ValueError(f"{where}: tensor {key!r} changed or is inconsistent with its header")
+            handle.seek(8 + length + offsets[0])
+            data = handle.read(2 * count)
+            if len(data) != 2 * count:
+                raise ValueError(f"{where} is truncated")
+            arrays[key] = np.frombuffer(data, dtype="<u2").astype(np.uint16).reshape(shape)
+    return arrays
+
+
+# safetensors dtype of each numpy dtype write_raw_safetensors writes; uint16 stands for bfloat16 bits.
+_FILE_DTYPES = {np.dtype(numpy_type): code for code, numpy_type in _SAFETENSORS_DTYPES.items() if code != "U16"}
+_FILE_DTYPES[np.dtype(np.uint16)] = "BF16"
+
+
+def write_raw_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file byte by byte (atomically, as _write_atomically), for what safetensors'
+    numpy API cannot write: uint16 arrays are written as BF16, the bits of bfloat16 values."""
+    header: Dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, array in tensors.items():
+        code = _FILE_DTYPES.get(array.dtype.newbyteorder("="))
+        if code is None:
+            raise TypeError(f"cannot write tensor {name!r} of dtype {array.dtype} to a safetensors file")
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes with spaces
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(struct.pack("<Q", len(text)) + text)
+            for array in tensors.values():
+                handle.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
+
+    _write_atomically(path, write)
 
 
 @contextlib.contextmanager

@@ -81,6 +81,7 @@ class StepArgs:
 
     def __init__(self, step: StepSpec, weights: Mapping[str, np.ndarray], cache: Dict[Any, Any]) -> None:
         self.step = step
+        self.stored = weights  # every stored array by name (a quantized matrix's scales are found by name)
         self.where = f"step {step.index} ({step.op})"
         self.cache = cache  # shared by all steps of one model: e.g. one packed LSTM per nn.LSTM
         self._args = {name: decode_arg(arg, weights, f"{self.where}, argument {name!r}")
@@ -144,6 +145,20 @@ class StepArgs:
         """The argument if it is a stored weight (so it can be prepared once), else None."""
         value = self._args.get(name)
         return value if isinstance(value, np.ndarray) else None
+
+    def stored_names(self, name: str) -> List[Optional[str]]:
+        """The stored weight name behind argument `name` (a list: each item's; None where an item is
+        computed at call time)."""
+        raw = self.step.args.get(name)
+        items = raw["list"] if isinstance(raw, dict) and "list" in raw else [raw]
+        return [item["weight"] if isinstance(item, dict) and "weight" in item else None for item in items]
+
+    def scales_of(self, stored_name: str) -> np.ndarray:
+        """The float32 scales stored beside an int8 matrix (as `<name>.scales`)."""
+        scales = self.stored.get(f"{stored_name}.scales")
+        if scales is None:
+            raise self.fail(f"the int8 weight {stored_name!r} has no scales (expected {stored_name + '.scales'!r})")
+        return scales
 
     def integer(self, name: str, default: Any = ...) -> int:
         value = self._args.get(name, default)

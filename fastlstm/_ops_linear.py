@@ -12,6 +12,7 @@ from typing import Any, Dict
 import numpy as np
 
 from ._ops_base import Builder, StepArgs, StepFn, as_dtype
+from ._quantize import QUANTIZED_DTYPES
 
 __all__ = ["BUILDERS", "linear"]
 
@@ -40,6 +41,8 @@ def _build_linear(a: StepArgs) -> StepFn:
             raise a.fail(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
         if bias is not None and bias.shape != weight.shape[:1]:
             raise a.fail(f"bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+        if weight.dtype in QUANTIZED_DTYPES:
+            return _run_packed(_quantized_linear(a, weight, bias), x, out, np.dtype(np.float32))
         packed = _packed_linear(weight, bias)
         if packed is not None:
             return _run_packed(packed, x, out, weight.dtype)
@@ -77,6 +80,27 @@ def _packed_linear(weight: np.ndarray, bias: "np.ndarray | None") -> Any:
     if cls is None or (bias is not None and bias.dtype != weight.dtype):
         return None
     return cls(np.ascontiguousarray(weight), None if bias is None else np.ascontiguousarray(bias))
+
+
+_QUANTIZED_LINEAR_CLASSES = {"bfloat16": "PackedLinearBf16", "int8": "PackedLinearI8"}
+
+
+def _quantized_linear(a: StepArgs, weight: np.ndarray, bias: "np.ndarray | None") -> Any:
+    """A quantized model's Linear: bf16 bits or int8 values (with the scales stored beside them),
+    float32 bias, float32 in and out."""
+    from . import _core
+
+    weights_dtype = QUANTIZED_DTYPES[weight.dtype]
+    (stored_name,) = a.stored_names("weight")
+    scales = a.scales_of(stored_name) if weights_dtype == "int8" else None
+    if scales is not None and not (scales.dtype == np.float32 and np.isfinite(scales).all() and (scales >= 0).all()):
+        raise a.fail(f"the scales of {stored_name!r} must be finite non-negative float32 values")
+    if bias is not None and bias.dtype != np.float32:
+        raise a.fail(f"a {weights_dtype} layer takes a float32 bias, got {bias.dtype}")
+    try:
+        return getattr(_core, _QUANTIZED_LINEAR_CLASSES[weights_dtype])(weight, bias, scales)
+    except (TypeError, ValueError) as exc:
+        raise a.fail(f"invalid {weights_dtype} weights: {exc}") from None
 
 
 def _run_packed(packed: Any, x: Any, out: int, dtype: np.dtype) -> StepFn:

@@ -15,7 +15,7 @@ LSTM runs each sequence to its own length with per-sequence lengths in the kerne
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ._cell import LSTMCell
 from ._config import LSTMConfig
 from ._model import LSTM
 from ._ops_base import Builder, StepArgs, StepFn
+from ._quantize import QUANTIZED_DTYPES, check_stored_weights, is_matrix_name
 
 __all__ = ["BUILDERS"]
 
@@ -31,10 +32,38 @@ def _stored_weights(a: StepArgs) -> List[np.ndarray]:
     weights = a.raw("weights")
     if not isinstance(weights, list) or not all(isinstance(w, np.ndarray) for w in weights):
         raise a.fail("weights must be a list of stored weights")
-    dtypes = {w.dtype for w in weights}
-    if len(dtypes) != 1:
-        raise a.fail(f"weights must share one dtype, got {sorted(map(str, dtypes))}")
     return weights
+
+
+def _packed_parameters(a: StepArgs, names: List[str], weights: List[np.ndarray]) -> Tuple[str, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(weights_dtype, nn.LSTM-named arrays, int8 scales by name) of an LSTM step's stored weights:
+    float32 or float64 throughout, or a quantized model's matrices (bf16 bits or int8 with their
+    scales, checked against the config) beside float32 biases."""
+    arrays = dict(zip(names, weights))
+    matrix_dtypes = {arrays[n].dtype for n in names if is_matrix_name(n)}
+    quantized = [QUANTIZED_DTYPES[d] for d in matrix_dtypes if d in QUANTIZED_DTYPES]
+    if not quantized:
+        dtypes = {w.dtype for w in weights}
+        if len(dtypes) != 1:
+            raise a.fail(f"weights must share one dtype, got {sorted(map(str, dtypes))}")
+        return str(weights[0].dtype), arrays, {}
+    if len(matrix_dtypes) != 1:
+        raise a.fail(f"the weight matrices must share one format, got {sorted(map(str, matrix_dtypes))}")
+    weights_dtype = quantized[0]
+    stored_names = a.stored_names("weights")
+    scales = {n: a.scales_of(stored) for n, stored in zip(names, stored_names)
+              if weights_dtype == "int8" and is_matrix_name(n) and stored is not None}
+    return weights_dtype, arrays, scales
+
+
+def _packed_lstm(a: StepArgs, config: LSTMConfig, names: List[str], weights: List[np.ndarray]) -> LSTM:
+    weights_dtype, arrays, scales = _packed_parameters(a, names, weights)
+    if weights_dtype in ("float32", "float64"):
+        return LSTM(
+            config.input_size, config.hidden_size, config.num_layers, config.bias, config.batch_first,
+            bidirectional=config.bidirectional, proj_size=config.proj_size, dtype=weights[0].dtype, weights=arrays)
+    checked, checked_scales = check_stored_weights(config.parameter_shapes(), arrays, scales, weights_dtype, a.where)
+    return LSTM._from_quantized(config, checked, checked_scales, weights_dtype)
 
 
 def _shared(a: StepArgs, key: Any, make: Any) -> Any:
@@ -46,6 +75,13 @@ def _shared(a: StepArgs, key: Any, make: Any) -> Any:
     return a.cache[key]
 
 
+def _checked_config(a: StepArgs, make: Any) -> LSTMConfig:
+    try:
+        return make()
+    except (TypeError, ValueError) as exc:
+        raise a.fail(str(exc)) from None
+
+
 def lengths_from_batch_sizes(batch_sizes: np.ndarray, batch: int) -> np.ndarray:
     """Per-sequence lengths (in the packed, sorted order) from torch's batch_sizes: sequence b
     runs for as many steps as have more than b sequences."""
@@ -55,22 +91,15 @@ def lengths_from_batch_sizes(batch_sizes: np.ndarray, batch: int) -> np.ndarray:
 def _build_lstm(a: StepArgs) -> StepFn:
     weights = _stored_weights(a)
     batch_first = a.flag("batch_first")
-    try:
-        config = LSTMConfig(
-            a.integer("input_size"), a.integer("hidden_size"), a.integer("num_layers"), a.flag("bias"),
-            batch_first, a.flag("bidirectional"), a.integer("proj_size"),
-        )
-    except (TypeError, ValueError) as exc:
-        raise a.fail(str(exc)) from None
+    config = _checked_config(a, lambda: LSTMConfig(
+        a.integer("input_size"), a.integer("hidden_size"), a.integer("num_layers"), a.flag("bias"),
+        batch_first, a.flag("bidirectional"), a.integer("proj_size"),
+    ))
     names = list(config.parameter_shapes())
     if len(names) != len(weights):
         raise a.fail(f"{config} takes {len(names)} weights, got {len(weights)}")
     key = ("lstm", tuple(id(w) for w in weights), config)
-    lstm = _shared(a, key, lambda: LSTM(
-        config.input_size, config.hidden_size, config.num_layers, config.bias, config.batch_first,
-        bidirectional=config.bidirectional, proj_size=config.proj_size, dtype=weights[0].dtype,
-        weights=dict(zip(names, weights)),
-    ))
+    lstm = _shared(a, key, lambda: _packed_lstm(a, config, names, weights))
     x = a.tensor("input")
     h0, c0 = a.optional_tensor("h0"), a.optional_tensor("c0")
     if (h0 is None) != (c0 is None):
@@ -102,9 +131,10 @@ def _build_lstm_cell(a: StepArgs) -> StepFn:
     if len(names) != len(weights):
         raise a.fail(f"an LSTMCell with bias={bias} takes {len(names)} weights, got {len(weights)}")
     key = ("lstm_cell", tuple(id(w) for w in weights))
-    cell = _shared(a, key, lambda: LSTMCell(
-        input_size, hidden_size, bias, dtype=weights[0].dtype, weights=dict(zip(names, weights)),
-    ))
+    # A cell is a one-layer LSTM under the cell's parameter names (weight_ih -> weight_ih_l0).
+    config = _checked_config(a, lambda: LSTMConfig(input_size, hidden_size, 1, bias))
+    cell = _shared(a, key, lambda: LSTMCell._from_lstm(
+        _packed_lstm(a, config, [f"{name}_l0" for name in names], weights)))
     x = a.tensor("input")
     h0, c0 = a.optional_tensor("h0"), a.optional_tensor("c0")
     if (h0 is None) != (c0 is None):

@@ -11,6 +11,8 @@ from ._ops_base import StepFn
 from ._program_format import DTYPES, Program, parse_program
 from ._program_io import build_outputs, flatten_inputs, input_array
 from ._program_ops import build_steps
+from ._program_quantize import check_bf16_uses, program_weights_dtype, quantize_program
+from ._quantize import QUANTIZED_DTYPES
 from ._symbolic import bind_dims, compile_shape_check, describe_shape
 
 __all__ = ["Model"]
@@ -47,6 +49,7 @@ class Model:
     def __init__(self, program: Union[str, Mapping[str, Any]], weights: Mapping[str, np.ndarray]) -> None:
         parsed = parse_program(program if isinstance(program, (str, bytes)) else dict(program))
         checked = _checked_weights(weights)
+        check_bf16_uses(parsed.document, checked)
         fields = {
             "_program": parsed,
             "_weights": checked,
@@ -132,6 +135,25 @@ class Model:
         bind_dims(shapes, self._symbols, program.conditions)
         return env, as_torch
 
+    # ----------------------------------------------------------------------------- precision
+    @property
+    def weights_dtype(self) -> str:
+        """How the LSTM, LSTMCell and Linear weight matrices are stored: "float32", "float64",
+        "bfloat16" or "int8" (see `quantize`)."""
+        return program_weights_dtype(self._program.document, self._weights)
+
+    def quantize(self, scheme: str) -> "Model":
+        """A new model whose LSTM, LSTMCell and Linear weight matrices are in reduced precision:
+        "bf16" (bfloat16) or "int8" (a float32 scale per row and group of 64 inputs), as
+        `fastlstm.LSTM.quantize`. Inputs, outputs, states and all arithmetic stay float32; other
+        weights (embeddings, biases, norms) are unchanged. `save` keeps the quantized weights as
+        they are. This model is untouched.
+
+        Raises TypeError for a float64 model, ValueError for an unknown scheme, a model already
+        quantized, or one without LSTM, LSTMCell or Linear weights."""
+        document, weights = quantize_program(self._program.document, self._weights, scheme)
+        return Model(document, weights)
+
     # ----------------------------------------------------------------------------- files
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write one `.safetensors` file: the weights as tensors, the program as JSON in the
@@ -201,8 +223,9 @@ def _checked_weights(weights: Mapping[str, Any]) -> Dict[str, np.ndarray]:
         if not isinstance(name, str) or not isinstance(array, np.ndarray):
             raise TypeError(f"weights must map names (str) to numpy arrays, got {name!r}: {type(array).__name__}")
         dtype = array.dtype.newbyteorder("=")
-        if dtype not in DTYPES.values():
-            raise ValueError(f"weight {name!r} has dtype {array.dtype}; a program holds {sorted(DTYPES)}")
+        if dtype not in DTYPES.values() and dtype not in QUANTIZED_DTYPES:
+            raise ValueError(f"weight {name!r} has dtype {array.dtype}; a program holds {sorted(DTYPES)}, "
+                             f"or bfloat16 matrices as the uint16 of their bits")
         copy = np.array(array, dtype=dtype, order="C", copy=True)
         copy.flags.writeable = False
         checked[name] = copy

@@ -10,15 +10,12 @@ that namespace describes a single LSTM's configuration, and its reader validates
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from ._files import as_path as _as_path, read_weights_file
+from ._files import as_path as _as_path, read_weights_file, write_raw_safetensors
 from ._program import Model
 from ._program_format import PROGRAM_METADATA_KEY
 
@@ -52,7 +49,7 @@ def load_program(path: Any, prefix: Optional[str] = None, batch_first: Optional[
             f"{str(path)!r} holds a whole converted model (fastlstm.Model): prefix and batch_first "
             f"apply only to LSTM weight files"
         )
-    arrays, _ = read_weights_file(path)  # checks the file and every declared tensor size first
+    arrays, _ = read_weights_file(path, allow_bf16=True)  # checks the file and every declared tensor size first
     read = getattr(arrays, "read", None)
     tensors = read(list(arrays)) if read is not None else {key: np.asarray(arrays[key]) for key in arrays}
     try:
@@ -68,23 +65,11 @@ def load_program(path: Any, prefix: Optional[str] = None, batch_first: Optional[
 
 
 def save_program(path: Any, document: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> None:
-    """Write the program and its weights. The file is written beside `path` under a unique
-    temporary name and renamed into place, so a service reloading the path never reads a
-    half-written file and concurrent writers never collide."""
-    from safetensors.numpy import save_file
-
+    """Write the program and its weights (a quantized model's bf16 matrices as BF16 tensors). The
+    file is written beside `path` under a unique temporary name and renamed into place, so a service
+    reloading the path never reads a half-written file and concurrent writers never collide."""
     path = _as_path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"a converted model is saved as .safetensors; got {str(path)!r}: name it {path.stem + '.safetensors'!r}")
     text = json.dumps(document, separators=(",", ":"), allow_nan=False)
-    tensors = {name: np.ascontiguousarray(array) for name, array in weights.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.close(fd)
-        save_file(tensors, tmp, metadata={PROGRAM_METADATA_KEY: text})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_raw_safetensors(path, weights, {PROGRAM_METADATA_KEY: text})

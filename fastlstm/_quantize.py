@@ -24,6 +24,7 @@ from . import _core
 __all__ = [
     "SCHEMES",
     "WEIGHTS_DTYPES",
+    "QUANTIZED_DTYPES",
     "INT8_GROUP",
     "check_scheme",
     "quantize_matrix",
@@ -36,6 +37,8 @@ __all__ = [
 # quantize() scheme -> the model's weights_dtype.
 WEIGHTS_DTYPES: Dict[str, str] = {"bf16": "bfloat16", "int8": "int8"}
 SCHEMES = tuple(WEIGHTS_DTYPES)
+# How a quantized matrix is held in memory (numpy has no bfloat16: its bits, as uint16) -> weights_dtype.
+QUANTIZED_DTYPES: Dict[np.dtype, str] = {np.dtype(np.uint16): "bfloat16", np.dtype(np.int8): "int8"}
 INT8_GROUP: int = _core.INT8_GROUP
 _INT8_MAX = 127  # symmetric: -128 is never used, so negating a weight never overflows
 
