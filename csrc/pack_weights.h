@@ -14,19 +14,23 @@ namespace fastlstm {
 // weight_hr (gates = 1). Units beyond `units` in the last panel are zero, so padded hidden units
 // stay exactly zero through the recurrence. W is the stored type, T the activations' (whose
 // panel width the layout takes).
+// With kKStep S > 1 (bf16, int8), each unit's weights for S consecutive k sit side by side, the
+// reduction padded with zero weights to whole steps (stored_k); see kernels/kernels.h.
 template <typename T, typename W = T>
 AlignedBuffer<W> pack_panels(const W* w, int64_t gates, int64_t units, int64_t k) {
   constexpr int64_t P = kPanelWidth<T>;
-  const int64_t panels = round_up(units, P) / P;
-  AlignedBuffer<W> packed(static_cast<std::size_t>(panels * k * gates * P));
+  constexpr int64_t S = WeightFormat<W>::kKStep;
+  const int64_t panels = round_up(units, P) / P, ks = stored_k<W>(k);
+  AlignedBuffer<W> packed(static_cast<std::size_t>(panels * ks * gates * P));
   for (int64_t p = 0; p < panels; ++p)
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
-      const int64_t block = k0 + kKBlock < k ? kKBlock : k - k0;
-      W* out = packed.data() + (p * k + k0) * gates * P;
+      const int64_t block = k0 + kKBlock < ks ? kKBlock : ks - k0;  // stored length
+      const int64_t valid = k0 + kKBlock < k ? kKBlock : k - k0;
+      W* out = packed.data() + (p * ks + k0) * gates * P;
       for (int64_t g = 0; g < gates; ++g)
-        for (int64_t kk = 0; kk < block; ++kk)
+        for (int64_t kk = 0; kk < valid; ++kk)
           for (int64_t u = 0; u < P && p * P + u < units; ++u)
-            out[(g * block + kk) * P + u] = w[(g * units + p * P + u) * k + k0 + kk];
+            out[g * block * P + (kk / S * P + u) * S + kk % S] = w[(g * units + p * P + u) * k + k0 + kk];
     }
   return packed;
 }

@@ -10,8 +10,12 @@
 // the GEMM's micro-kernel reads in place, k after k.
 // Accumulator rows (z) use the matching layout: row[(p * gates + g) * P + u].
 //
-// Weights may be stored as W = T, bf16 or int8 (weight_formats.h), in this same layout, P being the
-// panel width of T whatever W is. int8 scales go beside them, one run of P per gate and k group:
+// Weights may be stored as W = T, bf16 or int8 (weight_formats.h), P being the panel width of T
+// whatever W is. Their runs interleave S = kKStep consecutive k per unit (S = 1: the layout above;
+// 2 for bf16), over K padded to Ks = stored_k<W>(K) and blocks of stored length Ls:
+//   packed[p * Ks * gates * P + k0 * gates * P + g * Ls * P + ((k - k0) / S * P + u) * S + (k - k0) % S]
+// so that one 32-bit word holds one unit's weights for S consecutive k. int8 scales go beside
+// them, one run of P per gate and k group:
 //   scales[((p * groups + k / kInt8Group) * gates + g) * P + u], groups = scale_groups(K).
 #pragma once
 

@@ -18,6 +18,16 @@ struct Kernels {
   static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
   static constexpr bool kScaled = WeightFormat<W>::kScaled;
   static constexpr int64_t kGroup = WeightFormat<W>::kGroup;
+  static constexpr int kStep = static_cast<int>(WeightFormat<W>::kKStep);  // k per 32-bit word of a unit
+
+  // One vector of units' weights for kStep consecutive k (from a run's word for those k), widened.
+  static void load_weights(const W* p, Reg (&w)[kStep]) {
+    if constexpr (kStep == 1) {
+      w[0] = V::load(p);
+    } else {
+      V::widen(p, w);
+    }
+  }
   // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts.
   static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
@@ -25,25 +35,34 @@ struct Kernels {
 
   // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
   // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk). Meanwhile
-  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k, so they arrive
-  // spread over the tile's FMAs.
+  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k step, so they
+  // arrive spread over the tile's FMAs. Every accumulator takes its k in order, whatever kStep.
   template <int R>
   static void multiply_add_tile(int64_t n, const W* wk, const T* ak, const char*& prefetch, int64_t& prefetch_lines,
                                 Reg (&acc)[R][kVecsPerPanel]) {
+    int64_t k = 0;
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < n; ++k, wk += kPanel, ak += R) {
+    for (; k + kStep <= n; k += kStep, wk += kPanel * kStep, ak += R * kStep) {
       if (prefetch_lines > 0) {
         __builtin_prefetch(prefetch, 0, 2);
         prefetch += 64;
         --prefetch_lines;
       }
-      Reg wv[kVecsPerPanel];
-      for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
-      for (int r = 0; r < R; ++r) {
-        Reg b = V::set1(ak[r]);
-        for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v], b, acc[r][v]);
-      }
+      tile_step<R>(kStep, wk, ak, acc);
     }
+    if (k < n) tile_step<R>(static_cast<int>(n - k), wk, ak, acc);  // the stored padding past n is not read as k
+  }
+
+  // The first `steps` (<= kStep) k of one k step of multiply_add_tile.
+  template <int R>
+  static void tile_step(int steps, const W* wk, const T* ak, Reg (&acc)[R][kVecsPerPanel]) {
+    Reg wv[kVecsPerPanel][kStep];
+    for (int v = 0; v < kVecsPerPanel; ++v) load_weights(wk + v * V::kWidth * kStep, wv[v]);
+    for (int s = 0; s < steps; ++s)
+      for (int r = 0; r < R; ++r) {
+        Reg b = V::set1(ak[s * R + r]);
+        for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v][s], b, acc[r][v]);
+      }
   }
 
   // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
@@ -135,11 +154,13 @@ struct Kernels {
   // c[r] += a[r] @ W on panel p, for rows already packed by pack_rows.
   static void gemm_panel(const GemmArgs<T, W>& args, int64_t p) {
     const int64_t tiles = row_tiles(args.rows);
-    const int64_t panel_values = args.k * args.gates * kPanel;
+    const int64_t ks = stored_k<W>(args.k);
+    const int64_t panel_values = ks * args.gates * kPanel;
     const int64_t scale_stride = args.gates * kPanel;  // from one k group's scales to the next
     const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * panel_values);
     for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
+      const int64_t stored = (k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0;  // the block's stored k
       const W* block = args.w + p * panel_values + k0 * args.gates * kPanel;
       const T* block_scales =
           kScaled ? args.w_scales + (p * scale_groups(args.k) + k0 / kGroup) * scale_stride : nullptr;
@@ -147,12 +168,12 @@ struct Kernels {
       // into L2, a share of its lines per tile, so the first tile on it does not wait for L3 or
       // memory. Each tile issues its share one line per k, spread over its FMAs: the same
       // prefetches as a burst before each tile stall it (bench/kernel_probe.sh shows the difference).
-      const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(W)) / 64;
+      const int64_t block_lines = stored * args.gates * kPanel * int64_t(sizeof(W)) / 64;
       const char* next = reinterpret_cast<const char*>(block) + block_lines * 64;
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
       const int64_t lines_per_tile = (block_lines + args.gates * tiles - 1) / (args.gates * tiles);
       for (int64_t g = 0; g < args.gates; ++g) {
-        const W* w = block + g * (k1 - k0) * kPanel;  // this gate's part of the block, k after k
+        const W* w = block + g * stored * kPanel;  // this gate's part of the block, k after k
         const T* scales = kScaled ? block_scales + g * kPanel : nullptr;
         const int64_t c_offset = (p * args.gates + g) * kPanel;
         for (int64_t i = 0; i < tiles; ++i) {
@@ -208,13 +229,14 @@ struct Kernels {
   template <int G, int NP, int R>
   static void add_blocks(const T* const* a, int64_t k, const W* w, const T* scales, int64_t p,
                          Reg (&acc)[R][NP][G][kVecsPerPanel]) {
-    const int64_t w_panel = k * G * kPanel;
+    const int64_t ks = stored_k<W>(k);
+    const int64_t w_panel = ks * G * kPanel;
     const int64_t s_panel = scale_groups(k) * G * kPanel;  // a panel's scales
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
       Reg part[R][NP][G][kVecsPerPanel];
       zero_all(part);
-      const int64_t w_gate = (k1 - k0) * kPanel;  // a gate's part of the block (see kernels.h)
+      const int64_t w_gate = ((k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0) * kPanel;  // a gate's part of the block
       const W* wk = w + p * w_panel + k0 * G * kPanel;
       if constexpr (!kScaled) {
         multiply_add_rows(a, k0, k1, wk, w_panel, w_gate, part);
@@ -249,20 +271,30 @@ struct Kernels {
   }
 
   // sums[r][q][g] += sum over k in [k0, k1) of a[r][k] * w[q][g][k], from wk (k0's weights of the
-  // first panel); panels are w_panel values apart, gates w_gate.
+  // first panel); panels are w_panel values apart, gates w_gate. Every sum takes its k in order.
   template <int G, int NP, int R>
   static void multiply_add_rows(const T* const* a, int64_t k0, int64_t k1, const W* wk, int64_t w_panel, int64_t w_gate,
                                 Reg (&sums)[R][NP][G][kVecsPerPanel]) {
-    for (int64_t kk = k0; kk < k1; ++kk, wk += kPanel) {
-      Reg b[R];
-      for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
-      for (int q = 0; q < NP; ++q)
-        for (int g = 0; g < G; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) {
-            const Reg wv = V::load(wk + q * w_panel + g * w_gate + v * V::kWidth);
-            for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv, b[r], sums[r][q][g][v]);
-          }
-    }
+    int64_t kk = k0;
+    for (; kk + kStep <= k1; kk += kStep, wk += kPanel * kStep) rows_step(kStep, a, kk, wk, w_panel, w_gate, sums);
+    if (kk < k1) rows_step(static_cast<int>(k1 - kk), a, kk, wk, w_panel, w_gate, sums);  // padding past k1 unread
+  }
+
+  // The first `steps` (<= kStep) k of the k step at kk of multiply_add_rows.
+  template <int G, int NP, int R>
+  static void rows_step(int steps, const T* const* a, int64_t kk, const W* wk, int64_t w_panel, int64_t w_gate,
+                        Reg (&sums)[R][NP][G][kVecsPerPanel]) {
+    Reg b[kStep][R];
+    for (int s = 0; s < steps; ++s)
+      for (int r = 0; r < R; ++r) b[s][r] = V::set1(a[r][kk + s]);
+    for (int q = 0; q < NP; ++q)
+      for (int g = 0; g < G; ++g)
+        for (int v = 0; v < kVecsPerPanel; ++v) {
+          Reg wv[kStep];
+          load_weights(wk + q * w_panel + g * w_gate + v * V::kWidth * kStep, wv);
+          for (int s = 0; s < steps; ++s)
+            for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv[s], b[s][r], sums[r][q][g][v]);
+        }
   }
 
   // acc[r] = one accumulator row's values (z[r], or `shared` for every row) on panels p.. p+NP.

@@ -15,10 +15,12 @@ struct VecAvx2F32 {
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(T v) { return _mm256_set1_ps(v); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
-  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  // Stored weights widened to float. bf16: words holding one unit's weights for k and k + 1
+  // (lowest address first), w[s] then holds k + s for every unit. int8: one k, converted exactly.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
+    const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    w[0] = _mm256_castsi256_ps(_mm256_slli_epi32(words, 16));  // a bf16 is a float's top half
+    w[1] = _mm256_castsi256_ps(_mm256_and_si256(words, _mm256_set1_epi32(int32_t(0xFFFF0000u))));
   }
   static Reg load(const int8_t* p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));

@@ -17,10 +17,12 @@ struct VecAvx512F32 {
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg set1(T v) { return _mm512_set1_ps(v); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
-  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  // Stored weights widened to float. bf16: words holding one unit's weights for k and k + 1
+  // (lowest address first), w[s] then holds k + s for every unit. int8: one k, converted exactly.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
+    const __m512i words = _mm512_loadu_si512(p);
+    w[0] = _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));  // a bf16 is a float's top half
+    w[1] = _mm512_castsi512_ps(_mm512_and_si512(words, _mm512_set1_epi32(int32_t(0xFFFF0000u))));
   }
   static Reg load(const int8_t* p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));

@@ -23,13 +23,14 @@ struct VecScalar {
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
-  // Stored weights widened (float32 only): bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
+  // Stored weights widened (float32 only). bf16: one unit's weights for k and k + 1, w[s] holding
+  // k + s. int8: one k, converted exactly.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
     static_assert(sizeof(T) == 4, "bf16 weights widen to float32");
-    const uint32_t bits = uint32_t(p->bits) << 16;
-    T value;
-    std::memcpy(&value, &bits, sizeof(value));
-    return value;
+    for (int s = 0; s < 2; ++s) {
+      const uint32_t bits = uint32_t(p[s].bits) << 16;  // a bf16 is a float's top half
+      std::memcpy(&w[s], &bits, sizeof(T));
+    }
   }
   static Reg load(const int8_t* p) { return static_cast<T>(*p); }
   static void store(T* p, Reg v) { *p = v; }
