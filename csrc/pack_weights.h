@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "aligned_buffer.h"
 #include "lstm_dims.h"
@@ -48,6 +49,17 @@ AlignedBuffer<T> pack_scales(const T* scales, int64_t gates, int64_t units, int6
         for (int64_t u = 0; u < P && p * P + u < units; ++u)
           packed[((p * groups + kg) * gates + g) * P + u] = scales[(g * units + p * P + u) * groups + kg];
   return packed;
+}
+
+// int8 weights (gates * units, k) row-major -> the int32 sum of each row's k group, in the scales'
+// layout (pack_scales). The kernels with VNNI correct their unsigned activation bytes with them.
+template <typename T>
+AlignedBuffer<int32_t> pack_group_sums(const int8_t* w, int64_t gates, int64_t units, int64_t k) {
+  const int64_t groups = scale_groups(k), rows = gates * units;
+  std::vector<int32_t> sums(static_cast<std::size_t>(rows * groups), 0);
+  for (int64_t row = 0; row < rows; ++row)
+    for (int64_t kk = 0; kk < k; ++kk) sums[row * groups + kk / kInt8Group] += w[row * k + kk];
+  return pack_scales<int32_t>(sums.data(), gates, units, k);
 }
 
 // b_ih + b_hh summed once, in the accumulator-row layout; null biases mean bias=False.

@@ -40,15 +40,15 @@ struct WeightFormat<Bf16> {
   static constexpr int64_t kKStep = 2;
 };
 
-// int8 stays k-major (kKStep 1): widening 4 bytes of a word takes a shift pair and a conversion
-// each, which measured slower on Zen 4 (1.0-1.1x float32's time at batch 1) than one sign-extending
-// load and a conversion per vector (0.7-0.9x).
+// int8 quads: the operand layout of VNNI's vpdpbusd (4 multiply-adds of bytes per 32-bit lane),
+// which the kernel sets with VNNI use; the others widen each byte of a word with a shift pair.
 template <>
 struct WeightFormat<int8_t> {
   static constexpr bool kScaled = true;
   static constexpr int64_t kGroup = kInt8Group;
-  static constexpr int64_t kKStep = 1;
+  static constexpr int64_t kKStep = 4;
 };
+static_assert(kInt8Group % 4 == 0, "int8 groups hold whole k steps");
 
 // The reduction length as stored: rounded up to whole k steps (zero weights past k).
 template <typename W>

@@ -20,11 +20,12 @@ struct VecScalar {
   static constexpr int kMantissaBits = sizeof(T) == 4 ? 23 : 52;
   static constexpr int kWidth = 1;
   static constexpr int kRegisters = 16;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
-  // Stored weights widened (float32 only). bf16: one unit's weights for k and k + 1, w[s] holding
-  // k + s. int8: one k, converted exactly.
+  // Stored weights widened (float32 only): one unit's weights for 2 (bf16) or 4 (int8)
+  // consecutive k, w[s] holding k + s.
   static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
     static_assert(sizeof(T) == 4, "bf16 weights widen to float32");
     for (int s = 0; s < 2; ++s) {
@@ -32,7 +33,9 @@ struct VecScalar {
       std::memcpy(&w[s], &bits, sizeof(T));
     }
   }
-  static Reg load(const int8_t* p) { return static_cast<T>(*p); }
+  static void widen(const int8_t* p, Reg (&w)[4]) {
+    for (int s = 0; s < 4; ++s) w[s] = static_cast<T>(p[s]);
+  }
   static void store(T* p, Reg v) { *p = v; }
   static Reg add(Reg a, Reg b) { return a + b; }
   static Reg sub(Reg a, Reg b) { return a - b; }
