@@ -243,7 +243,7 @@ def test_pickle_and_files_keep_the_stored_weights(tmp_path):
 
 def test_packed_linear_in_both_formats():
     rng = np.random.default_rng(0)
-    weight = rng.standard_normal((37, 150)).astype(np.float32)
+    weight = (rng.standard_normal((37, 150)) / np.sqrt(150)).astype(np.float32)  # nn.Linear's scale
     bias = rng.standard_normal(37).astype(np.float32)
     x = rng.standard_normal((9, 150)).astype(np.float32)
     bits, _ = quantize_matrix(weight, "bf16")
