@@ -97,7 +97,7 @@ double tile_in_l1_gflops() {
   double best = 1e30;
   for (int trial = 0; trial < 100; ++trial) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < kCalls; ++i) K::gemm_tile<R>(a.data(), 0, fastlstm::kKBlock, w.data(), rows, 0);
+    for (int i = 0; i < kCalls; ++i) K::gemm_tile<R>(a.data(), 0, fastlstm::kKBlock, w.data(), nullptr, 0, rows, 0);
     best = std::min(best, seconds_since(t0));
   }
   return kCalls * 2.0 * R * fastlstm::kKBlock * 16 / best / 1e9;

@@ -23,6 +23,16 @@ bool cpu_supports(Isa isa) {
 
 std::atomic<int> g_active_isa{static_cast<int>(best_isa())};
 
+bool cpu_supports_vnni() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512vnni") && cpu_supports(Isa::kAvx512);
+#else
+  return false;
+#endif
+}
+
+std::atomic<bool> g_vnni_enabled{cpu_supports_vnni()};
+
 }  // namespace
 
 const char* isa_name(Isa isa) {
@@ -42,6 +52,10 @@ std::vector<Isa> supported_isas() {
 }
 
 Isa best_isa() { return supported_isas().back(); }
+
+bool vnni_enabled() { return g_vnni_enabled.load(std::memory_order_relaxed); }
+
+void set_vnni_enabled(bool enabled) { g_vnni_enabled.store(enabled && cpu_supports_vnni(), std::memory_order_relaxed); }
 
 Isa active_isa() { return static_cast<Isa>(g_active_isa.load(std::memory_order_relaxed)); }
 
@@ -75,7 +89,21 @@ void set_active_isa(const std::string& name) {
 FASTLSTM_ACTIVE_TABLE(float, float, kernels_f32)
 FASTLSTM_ACTIVE_TABLE(double, double, kernels_f64)
 FASTLSTM_ACTIVE_TABLE(float, Bf16, kernels_bf16)
-FASTLSTM_ACTIVE_TABLE(float, int8_t, kernels_i8)
 #undef FASTLSTM_ACTIVE_TABLE
+
+// int8 weights: within the AVX-512 set, the VNNI kernels where the CPU has VNNI (and they are not
+// disabled, for tests of the plain AVX-512 ones).
+template <>
+const KernelTable<float, int8_t>& active_kernels<float, int8_t>() {
+  switch (active_isa()) {
+#if defined(__x86_64__)
+    case Isa::kAvx512:
+      return vnni_enabled() ? avx512_vnni::kernels_i8() : avx512::kernels_i8();
+    case Isa::kAvx2: return avx2::kernels_i8();
+#endif
+    default: break;
+  }
+  return scalar::kernels_i8();
+}
 
 }  // namespace fastlstm

@@ -47,7 +47,10 @@ PackedLinear<T, W>::PackedLinear(const W* weight, const T* scales, const T* bias
       padded_out_(round_up(out_features, kPanelWidth<T>)),
       weights_(pack_panels<T, W>(weight, 1, out_features, in_features)),
       bias_(static_cast<std::size_t>(padded_out_)) {
-  if constexpr (WeightFormat<W>::kScaled) scales_ = pack_scales<T>(scales, 1, out_features, in_features);
+  if constexpr (WeightFormat<W>::kScaled) {
+    scales_ = pack_scales<T>(scales, 1, out_features, in_features);
+    sums_ = pack_group_sums<T>(weight, 1, out_features, in_features);
+  }
   if (bias != nullptr) std::copy(bias, bias + out_features, bias_.data());
 }
 
@@ -61,7 +64,7 @@ void PackedLinear<T, W>::forward(const T* x, int64_t rows, int64_t x_stride, T* 
   // padded accumulator rows (the micro-kernel writes whole panels).
   const bool direct = padded_out_ == out_features_;
   T* accumulators = direct ? nullptr : scratch_of(kept.accumulators, own_accumulators, pass_rows * padded_out_);
-  T* a_pack = scratch_of(kept.a_pack, own_a_pack, pass_rows * in_features_);
+  T* a_pack = scratch_of(kept.a_pack, own_a_pack, pass_rows * (in_features_ + 16));  // see GemmArgs::a_pack
   const T* a_rows[kRowsPerPass];
   T* c_rows[kRowsPerPass];
 
@@ -78,6 +81,7 @@ void PackedLinear<T, W>::forward(const T* x, int64_t rows, int64_t x_stride, T* 
     gemm.k = in_features_;
     gemm.w = weights_.data();
     gemm.w_scales = scales_.data();
+    gemm.w_sums = sums_.data();
     gemm.gates = 1;
     gemm.panel_begin = 0;
     gemm.panel_end = padded_out_ / kPanelWidth<T>;

@@ -31,6 +31,7 @@ class PackedLinear {
   int64_t in_features_ = 0, out_features_ = 0, padded_out_ = 0;
   AlignedBuffer<W> weights_;  // pack_panels(weight, gates = 1, units = out_features, k = in_features)
   AlignedBuffer<T> scales_;   // pack_scales(scales, ...), int8 only
+  AlignedBuffer<int32_t> sums_;  // pack_group_sums(weight, ...), int8 only
   AlignedBuffer<T> bias_;     // padded_out_ values, zero past out_features
 };
 

@@ -131,9 +131,12 @@ namespace {
 // Packs one matrix (and its scales, for a scaled format) into the panel layout.
 template <typename T, typename W>
 void pack_matrix(const MatrixSource<T, W>& source, int64_t gates, int64_t units, int64_t k, AlignedBuffer<W>& values,
-                 AlignedBuffer<T>& scales) {
+                 AlignedBuffer<T>& scales, AlignedBuffer<int32_t>& sums) {
   values = pack_panels<T, W>(source.values, gates, units, k);
-  if constexpr (WeightFormat<W>::kScaled) scales = pack_scales<T>(source.scales, gates, units, k);
+  if constexpr (WeightFormat<W>::kScaled) {
+    scales = pack_scales<T>(source.scales, gates, units, k);
+    sums = pack_group_sums<T>(source.values, gates, units, k);
+  }
 }
 
 }  // namespace
@@ -149,10 +152,10 @@ PackedLstm<T, W>::PackedLstm(const LstmDims& dims, const std::vector<DirectionSo
       const DirectionSource<T, W>& source = directions.at(layer * dims.num_directions() + d);
       DirectionWeights dir;
       dir.input_size = dims.layer_input_size(layer);
-      pack_matrix(source.w_ih, kGates, H, dir.input_size, dir.w_ih, dir.w_ih_scales);
-      pack_matrix(source.w_hh, kGates, H, dims.output_size(), dir.w_hh, dir.w_hh_scales);
+      pack_matrix(source.w_ih, kGates, H, dir.input_size, dir.w_ih, dir.w_ih_scales, dir.w_ih_sums);
+      pack_matrix(source.w_hh, kGates, H, dims.output_size(), dir.w_hh, dir.w_hh_scales, dir.w_hh_sums);
       dir.bias = pack_bias(dims.bias ? source.b_ih : nullptr, dims.bias ? source.b_hh : nullptr, H);
-      if (dims.proj_size > 0) pack_matrix(source.w_hr, 1, dims.proj_size, H, dir.w_hr, dir.w_hr_scales);
+      if (dims.proj_size > 0) pack_matrix(source.w_hr, 1, dims.proj_size, H, dir.w_hr, dir.w_hr_scales, dir.w_hr_sums);
       directions_.push_back(std::move(dir));
     }
   }
@@ -209,8 +212,10 @@ class PackedLstm<T, W>::ForwardCall {
     const int64_t member_chunk_rows = chunk_steps_ * member_batch;
     for (int m = 0; m < team_size_; ++m) {
       MemberScratch<T>& member = ws_.members[m];
-      grow(member.a_pack,
-           std::max(member_chunk_rows * widest_input, member_batch * std::max(h_out_, dims_.hidden_size)));
+      // GEMM rows packed (k + 16 values a row: the int8 kernels' quantized rows fit too), or a fused
+      // step's rows quantized (input and hidden, at most the widest input's room twice).
+      grow(member.a_pack, std::max(member_chunk_rows * (widest_input + 16),
+                                   member_batch * (2 * std::max({widest_input, h_out_, dims_.hidden_size}) + 16)));
       grow(member.a_rows, member_chunk_rows);
       grow(member.z_rows, member_chunk_rows);
       grow(member.h_rows, member_batch);
@@ -411,18 +416,20 @@ class PackedLstm<T, W>::ForwardCall {
       }
     }
     kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.a_rows.data(), w.input_size, w.w_ih.data(),
-                                       w.w_ih_scales.data(), kGates, share.panels, own_scratch.z_rows.data()));
+                                       w.w_ih_scales.data(), w.w_ih_sums.data(), kGates, share.panels,
+                                       own_scratch.z_rows.data()));
   }
 
   // Arguments for c[r] += a[r] @ W on the given panels, for `rows` rows, with this member's scratch.
   GemmArgs<T, W> gemm_args(MemberScratch<T>& own_scratch, int64_t rows, const T* const* a, int64_t k, const W* w,
-                           const T* w_scales, int64_t gates, Range panels, T* const* c) {
+                           const T* w_scales, const int32_t* w_sums, int64_t gates, Range panels, T* const* c) {
     GemmArgs<T, W> args;
     args.rows = rows;
     args.a = a;
     args.k = k;
     args.w = w;
     args.w_scales = w_scales;
+    args.w_sums = w_sums;
     args.gates = gates;
     args.panel_begin = panels.begin;
     args.panel_end = panels.end;
@@ -462,6 +469,8 @@ class PackedLstm<T, W>::ForwardCall {
     args.z = own_scratch.z_rows.data();
     args.w_hh = w.w_hh.data();
     args.w_hh_scales = w.w_hh_scales.data();
+    args.w_hh_sums = w.w_hh_sums.data();
+    args.scratch = own_scratch.a_pack.data();
     args.k = h_out_;
     args.hidden_size = dims_.hidden_size;
     args.panel_begin = share.panels.begin;
@@ -473,6 +482,7 @@ class PackedLstm<T, W>::ForwardCall {
       args.x = own_scratch.a_rows.data();
       args.w_ih = w.w_ih.data();
       args.w_ih_scales = w.w_ih_scales.data();
+      args.w_ih_sums = w.w_ih_sums.data();
       args.bias = w.bias.data();
       args.k_in = w.input_size;
     }
@@ -482,7 +492,8 @@ class PackedLstm<T, W>::ForwardCall {
       own_scratch.sweeps += kernels_.lstm_step_fused(args);
     } else {
       kernels_.lstm_step_gemm(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), h_out_, w.w_hh.data(),
-                                        w.w_hh_scales.data(), kGates, share.panels, own_scratch.z_rows.data()),
+                                        w.w_hh_scales.data(), w.w_hh_sums.data(), kGates, share.panels,
+                                        own_scratch.z_rows.data()),
                               args);
     }
     if (!project) zero_finished_rows(layer, d, t, share);
@@ -509,7 +520,8 @@ class PackedLstm<T, W>::ForwardCall {
       std::fill(own_scratch.out_rows[r] + share.proj_panels.begin * P, own_scratch.out_rows[r] + share.proj_panels.end * P, T(0));
     }
     kernels_.gemm_accumulate(gemm_args(own_scratch, rows, own_scratch.h_rows.data(), dims_.hidden_size, w.w_hr.data(),
-                                       w.w_hr_scales.data(), 1, share.proj_panels, own_scratch.out_rows.data()));
+                                       w.w_hr_scales.data(), w.w_hr_sums.data(), 1, share.proj_panels,
+                                       own_scratch.out_rows.data()));
     for (int64_t r = 0, s = share.first_row; r < rows; ++r, s += share.row_stride)
       std::copy(own_scratch.out_rows[r] + share.out_units.begin, own_scratch.out_rows[r] + share.out_units.end,
                 output_row(layer, d, t, s) + share.out_units.begin);

@@ -61,6 +61,7 @@ class PackedLstm {
     int64_t input_size = 0;
     AlignedBuffer<W> w_ih, w_hh, w_hr;
     AlignedBuffer<T> w_ih_scales, w_hh_scales, w_hr_scales;  // int8 only
+    AlignedBuffer<int32_t> w_ih_sums, w_hh_sums, w_hr_sums;  // int8 only: each scale group's sum
     AlignedBuffer<T> bias;
   };
   class ForwardCall;  // the state of one forward call (lstm.cc)

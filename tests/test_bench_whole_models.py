@@ -74,7 +74,7 @@ def test_peer_engines_run_the_whole_exported_module(engine: str) -> None:
 
 def test_openvino_joins_whole_models_only_with_ort(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(whole_models, "openvino_installed", lambda: True)
-    assert whole_models.whole_model_engines(["fastlstm", "torch", "ort"]) == ["fastlstm", "torch", "ort", "openvino"]
+    assert whole_models.whole_model_engines(["fastlstm", "torch", "ort"]) == ["fastlstm", "torch", "ort", "openvino-fp32"]
     assert whole_models.whole_model_engines(["fastlstm", "torch"]) == ["fastlstm", "torch"]
     monkeypatch.setattr(whole_models, "openvino_installed", lambda: False)
     assert whole_models.whole_model_engines(["fastlstm", "ort"]) == ["fastlstm", "ort"]

@@ -112,9 +112,10 @@ def test_quantized_model_is_the_float_model_on_rounded_weights(kind: str, scheme
     assert quantized.weights_dtype == {"bf16": "bfloat16", "int8": "int8"}[scheme]
     x = example(kind, 3, 11, seed=1)  # other batch and length than the example
     got = quantized(x)
-    # Only the weights' rounding differs from float32 arithmetic (int8: the scale is applied to
-    # a group's sum rather than to each weight, a float32 rounding apart).
-    np.testing.assert_allclose(got, rounded_float_model(quantized)(x), rtol=0, atol=2e-5)
+    # Only the weights' rounding differs from float32 arithmetic: bf16 weights widen exactly. int8
+    # may also round the activations to 16 bits (the VNNI kernels' integer dot products), 1.5e-5
+    # of each row's largest value.
+    np.testing.assert_allclose(got, rounded_float_model(quantized)(x), rtol=0, atol=2e-5 if scheme == "bf16" else 2e-4)
     with torch.inference_mode():
         reference = module(torch.from_numpy(x)).double().numpy()
     error = float(np.max(np.abs(got - reference)))

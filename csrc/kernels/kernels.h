@@ -10,9 +10,14 @@
 // the GEMM's micro-kernel reads in place, k after k.
 // Accumulator rows (z) use the matching layout: row[(p * gates + g) * P + u].
 //
-// Weights may be stored as W = T, bf16 or int8 (weight_formats.h), in this same layout, P being the
-// panel width of T whatever W is. int8 scales go beside them, one run of P per gate and k group:
-//   scales[((p * groups + k / kInt8Group) * gates + g) * P + u], groups = scale_groups(K).
+// Weights may be stored as W = T, bf16 or int8 (weight_formats.h), P being the panel width of T
+// whatever W is. Their runs interleave S = kKStep consecutive k per unit (S = 1: the layout above;
+// 2 for bf16, 4 for int8), over K padded to Ks = stored_k<W>(K) and blocks of stored length Ls:
+//   packed[p * Ks * gates * P + k0 * gates * P + g * Ls * P + ((k - k0) / S * P + u) * S + (k - k0) % S]
+// so that one 32-bit word holds one unit's weights for S consecutive k. int8 scales go beside
+// them, one run of P per gate and k group:
+//   scales[((p * groups + k / kInt8Group) * gates + g) * P + u], groups = scale_groups(K),
+// and in the same layout the int32 sum of each group's int8 weights (the VNNI kernels need it).
 #pragma once
 
 #include <cstdint>
@@ -29,10 +34,11 @@ struct GemmArgs {
   int64_t k = 0;
   const W* w = nullptr;  // packed weights
   const T* w_scales = nullptr;  // their scales, for int8
+  const int32_t* w_sums = nullptr;  // and their group sums
   int64_t gates = 0;     // 4 for the LSTM gates, 1 for the projection
   int64_t panel_begin = 0, panel_end = 0;
   T* const* c = nullptr;  // rows pointers to accumulator rows (packed layout), updated in place
-  T* a_pack = nullptr;    // scratch of at least rows * k values
+  T* a_pack = nullptr;    // scratch of at least rows * (k + 16) values
 };
 
 // One LSTM time step for `rows` rows on panels [panel_begin, panel_end):
@@ -47,10 +53,15 @@ struct StepArgs {
   const T* const* x = nullptr;       // rows pointers, k_in values each
   const W* w_ih = nullptr;           // packed input weights
   const T* w_ih_scales = nullptr;    // their scales, for int8
+  const int32_t* w_ih_sums = nullptr;  // and their group sums
   const T* bias = nullptr;           // packed b_ih + b_hh, one z row
   int64_t k_in = 0;
   const W* w_hh = nullptr;           // packed recurrent weights
   const T* w_hh_scales = nullptr;    // their scales, for int8
+  const int32_t* w_hh_sums = nullptr;  // and their group sums
+  // Scratch for the int8 kernels with VNNI, which quantize the fused step's rows: at least
+  // rows * (k_in + k + 16) values.
+  T* scratch = nullptr;
   int64_t k = 0;                     // H_out
   int64_t hidden_size = 0;           // valid units; the last panel may be partial
   int64_t panel_begin = 0, panel_end = 0;
@@ -86,6 +97,7 @@ struct KernelTable {
 namespace scalar { FASTLSTM_DECLARE_KERNEL_GETTERS }
 namespace avx2 { FASTLSTM_DECLARE_KERNEL_GETTERS }
 namespace avx512 { FASTLSTM_DECLARE_KERNEL_GETTERS }
+namespace avx512_vnni { const KernelTable<float, int8_t>& kernels_i8(); }
 #undef FASTLSTM_DECLARE_KERNEL_GETTERS
 
 }  // namespace fastlstm

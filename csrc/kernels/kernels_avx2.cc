@@ -1,4 +1,5 @@
 // Kernels for AVX2 + FMA. Built with -mavx2 -mfma; only called after cpu_features says so.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 

@@ -1,4 +1,5 @@
 // Kernels for AVX-512F. Built with -mavx512f; only called after cpu_features says so.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 

@@ -1,4 +1,5 @@
 // The portable kernels: no ISA flags, so this path runs on any CPU.
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 

@@ -9,6 +9,11 @@
 // T kernel computes on the bf16 values. int8 sums each group of kGroup k on its own, then adds it
 // times the group's scales, in the same order in every kernel, so that the bitwise independence of
 // the batch and the thread count carries over.
+//
+// With VNNI (V::kIntegerDot), int8 weights meet activations quantized per row to 16 bits, split
+// into two bytes (quantize_row): two vpdpbusd per 4 k and 16 units, summed exactly in int32 per
+// group, then converted and scaled as above. The GEMM and the fused step quantize a row the same
+// way and add its groups in the same order, so they still agree bitwise.
 
 template <class V, typename W = typename V::T>
 struct Kernels {
@@ -18,32 +23,53 @@ struct Kernels {
   static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
   static constexpr bool kScaled = WeightFormat<W>::kScaled;
   static constexpr int64_t kGroup = WeightFormat<W>::kGroup;
-  // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts.
-  static constexpr int kRowTile = kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
+  static constexpr int kStep = static_cast<int>(WeightFormat<W>::kKStep);  // k per 32-bit word of a unit
+  static constexpr bool kVnni = std::is_same_v<W, int8_t> && V::kIntegerDot;
+
+  // One vector of units' weights for kStep consecutive k (from a run's word for those k), widened.
+  static void load_weights(const W* p, Reg (&w)[kStep]) {
+    if constexpr (kStep == 1) {
+      w[0] = V::load(p);
+    } else {
+      V::widen(p, w);
+    }
+  }
+  // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts (VNNI
+  // needs three per row: two int32 sums and the float one).
+  static constexpr int kRowTile = kVnni ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
 
   // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
   // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk). Meanwhile
-  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k, so they arrive
-  // spread over the tile's FMAs.
+  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k step, so they
+  // arrive spread over the tile's FMAs. Every accumulator takes its k in order, whatever kStep.
   template <int R>
   static void multiply_add_tile(int64_t n, const W* wk, const T* ak, const char*& prefetch, int64_t& prefetch_lines,
                                 Reg (&acc)[R][kVecsPerPanel]) {
+    int64_t k = 0;
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < n; ++k, wk += kPanel, ak += R) {
+    for (; k + kStep <= n; k += kStep, wk += kPanel * kStep, ak += R * kStep) {
       if (prefetch_lines > 0) {
         __builtin_prefetch(prefetch, 0, 2);
         prefetch += 64;
         --prefetch_lines;
       }
-      Reg wv[kVecsPerPanel];
-      for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load(wk + v * V::kWidth);
-      for (int r = 0; r < R; ++r) {
-        Reg b = V::set1(ak[r]);
-        for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v], b, acc[r][v]);
-      }
+      tile_step<R>(kStep, wk, ak, acc);
     }
+    if (k < n) tile_step<R>(static_cast<int>(n - k), wk, ak, acc);  // the stored padding past n is not read as k
+  }
+
+  // The first `steps` (<= kStep) k of one k step of multiply_add_tile.
+  template <int R>
+  static void tile_step(int steps, const W* wk, const T* ak, Reg (&acc)[R][kVecsPerPanel]) {
+    Reg wv[kVecsPerPanel][kStep];
+    for (int v = 0; v < kVecsPerPanel; ++v) load_weights(wk + v * V::kWidth * kStep, wv[v]);
+    for (int s = 0; s < steps; ++s)
+      for (int r = 0; r < R; ++r) {
+        Reg b = V::set1(ak[s * R + r]);
+        for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::fmadd(wv[v][s], b, acc[r][v]);
+      }
   }
 
   // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
@@ -88,6 +114,20 @@ struct Kernels {
   // instead of juggling a register per row (twelve row pointers would not fit in x86's GPRs).
   static void pack_rows(const GemmArgs<T, W>& args) {
     const int64_t tiles = row_tiles(args.rows);
+    if constexpr (kVnni) {
+      // Per tile, its rows' high words then low words, quad after quad (height words per quad),
+      // beside every row's scale: 2 * rows * quads + rows values of a_pack.
+      const int64_t kq = quads(args.k);
+      uint32_t* words = reinterpret_cast<uint32_t*>(args.a_pack);
+      T* row_scales = args.a_pack + 2 * args.rows * kq;
+      for (int64_t i = 0; i < tiles; ++i) {
+        const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
+        uint32_t* hi = words + 2 * r0 * kq;
+        for (int64_t r = 0; r < height; ++r)
+          row_scales[r0 + r] = quantize_row(args.a[r0 + r], args.k, hi + r, hi + height * kq + r, height);
+      }
+      return;
+    }
     for (int64_t i = 0; i < tiles; ++i) {
       const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
       T* tile = args.a_pack + r0 * args.k;
@@ -108,6 +148,165 @@ struct Kernels {
         return gemm_any_tile<R - 1>(height, a, k0, k1, w_k0, scales, scale_stride, c, c_offset, prefetch, prefetch_lines);
     }
     gemm_tile<R>(a, k0, k1, w_k0, scales, scale_stride, c, c_offset, prefetch, prefetch_lines);
+  }
+
+  // ----------------------------------------------------------------------------------- VNNI
+  static int64_t quads(int64_t k) { return (k + 3) / 4; }
+
+  // One row's activations quantized for vpdpbusd: a[k] ~ scale * (256 * (hi byte - 128) + lo byte),
+  // the bytes of k, k+1, k+2, k+3 in one word each (k padded with zeros to whole quads).
+  struct QuantRow {
+    const uint32_t* hi;
+    const uint32_t* lo;
+    T scale;
+  };
+
+  // Quantizes a row of k values to integers in [-32767, 32767] of its largest magnitude, writing
+  // quad q's words at hi[q * stride] and lo[q * stride]; returns the scale. 16 bits keep the
+  // activations' rounding far below the int8 weights' (8 bits would be torch's error). A row
+  // holding inf or NaN gets a NaN scale, so its results are NaN as in float32.
+  static T quantize_row(const T* a, int64_t k, uint32_t* hi, uint32_t* lo, int64_t stride) {
+    T largest = 0, poison = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const T magnitude = a[i] < 0 ? -a[i] : a[i];
+      largest = magnitude > largest ? magnitude : largest;
+      poison += a[i] * T(0);  // NaN if any value is inf or NaN
+    }
+    const T inverse = largest > 0 ? T(32767) / largest : T(0);
+    for (int64_t q = 0; q < quads(k); ++q) {
+      uint32_t high = 0, low = 0;
+      for (int j = 0; j < 4; ++j) {
+        const int64_t i = 4 * q + j;
+        const T scaled = i < k && largest > 0 && poison == 0 ? a[i] * inverse : T(0);
+        const int32_t value = static_cast<int32_t>(std::nearbyint(scaled));  // |scaled| <= 32767
+        low |= uint32_t(value & 0xFF) << (8 * j);
+        high |= uint32_t(((value >> 8) + 128) & 0xFF) << (8 * j);
+      }
+      hi[q * stride] = high;
+      lo[q * stride] = low;
+    }
+    return poison == 0 ? largest / T(32767) : poison;
+  }
+
+  // gemm_tile with VNNI, for R rows packed by pack_rows (hi: the tile's high words, its low words
+  // R * kq further; a_scales: the rows' scales) and the group sums of the weights beside their scales.
+  template <int R>
+  static void gemm_tile_vnni(const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1, const W* w_k0,
+                             const T* scales, const int32_t* sums, int64_t scale_stride, T* const* c, int64_t c_offset,
+                             const char* prefetch, int64_t prefetch_lines) {
+    using IReg = typename V::IReg;
+    const uint32_t* lo = hi + R * kq;
+    Reg acc[R][kVecsPerPanel];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
+    for (int64_t g0 = k0; g0 < k1; g0 += kGroup, scales += scale_stride, sums += scale_stride) {
+      const int64_t g1 = k1 - g0 < kGroup ? k1 : g0 + kGroup;
+      IReg high[R][kVecsPerPanel], low[R][kVecsPerPanel];
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < kVecsPerPanel; ++v) high[r][v] = low[r][v] = V::izero();
+      const W* wq = w_k0 + (g0 - k0) * kPanel;
+      for (int64_t q = g0 / 4; q < quads(g1); ++q, wq += kPanel * 4) {
+        if (prefetch_lines > 0) {
+          __builtin_prefetch(prefetch, 0, 2);
+          prefetch += 64;
+          --prefetch_lines;
+        }
+        IReg wv[kVecsPerPanel];
+        for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load_quads(wq + v * V::kWidth * 4);
+        for (int r = 0; r < R; ++r)
+          for (int v = 0; v < kVecsPerPanel; ++v) {
+            high[r][v] = V::dot_add(high[r][v], hi[q * R + r], wv[v]);
+            low[r][v] = V::dot_add(low[r][v], lo[q * R + r], wv[v]);
+          }
+      }
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < kVecsPerPanel; ++v)
+          acc[r][v] = V::fmadd(V::combine(high[r][v], low[r][v], sums + v * V::kWidth),
+                               V::mul(V::load(scales + v * V::kWidth), V::set1(a_scales[r])), acc[r][v]);
+    }
+    for (int r = 0; r < R; ++r) {
+      T* out = c[r] + c_offset;
+      for (int v = 0; v < kVecsPerPanel; ++v) V::store(out + v * V::kWidth, V::add(V::load(out + v * V::kWidth), acc[r][v]));
+    }
+  }
+
+  template <int R = kRowTile>
+  static void gemm_any_tile_vnni(int64_t height, const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1,
+                                 const W* w_k0, const T* scales, const int32_t* sums, int64_t scale_stride, T* const* c,
+                                 int64_t c_offset, const char* prefetch, int64_t prefetch_lines) {
+    if constexpr (R > 1) {
+      if (height < R)
+        return gemm_any_tile_vnni<R - 1>(height, hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset,
+                                         prefetch, prefetch_lines);
+    }
+    gemm_tile_vnni<R>(hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset, prefetch, prefetch_lines);
+  }
+
+  // add_blocks with VNNI, on quantized rows: the same sums as gemm_tile_vnni, in the same order.
+  template <int G, int NP, int R>
+  static void add_blocks_vnni(const QuantRow* a, int64_t k, const W* w, const T* scales, const int32_t* sums, int64_t p,
+                              Reg (&acc)[R][NP][G][kVecsPerPanel]) {
+    using IReg = typename V::IReg;
+    const int64_t ks = stored_k<W>(k);
+    const int64_t w_panel = ks * G * kPanel;
+    const int64_t s_panel = scale_groups(k) * G * kPanel;
+    for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
+      const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
+      Reg part[R][NP][G][kVecsPerPanel];
+      zero_all(part);
+      const int64_t w_gate = ((k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0) * kPanel;
+      const W* wk = w + p * w_panel + k0 * G * kPanel;
+      const int64_t first = (p * scale_groups(k) + k0 / kGroup) * G * kPanel;
+      const T* s = scales + first;
+      const int32_t* m = sums + first;
+      for (int64_t g0 = k0; g0 < k1; g0 += kGroup, s += G * kPanel, m += G * kPanel) {
+        const int64_t g1 = g0 + kGroup < k1 ? g0 + kGroup : k1;
+        IReg high[R][NP][G][kVecsPerPanel], low[R][NP][G][kVecsPerPanel];
+        for (int r = 0; r < R; ++r)
+          for (int q = 0; q < NP; ++q)
+            for (int g = 0; g < G; ++g)
+              for (int v = 0; v < kVecsPerPanel; ++v) high[r][q][g][v] = low[r][q][g][v] = V::izero();
+        const W* wq = wk + (g0 - k0) * kPanel;
+        for (int64_t quad = g0 / 4; quad < quads(g1); ++quad, wq += kPanel * 4) {
+          uint32_t h[R], l[R];
+          for (int r = 0; r < R; ++r) {
+            h[r] = a[r].hi[quad];
+            l[r] = a[r].lo[quad];
+          }
+          for (int q = 0; q < NP; ++q)
+            for (int g = 0; g < G; ++g)
+              for (int v = 0; v < kVecsPerPanel; ++v) {
+                const IReg wv = V::load_quads(wq + q * w_panel + g * w_gate + v * V::kWidth * 4);
+                for (int r = 0; r < R; ++r) {
+                  high[r][q][g][v] = V::dot_add(high[r][q][g][v], h[r], wv);
+                  low[r][q][g][v] = V::dot_add(low[r][q][g][v], l[r], wv);
+                }
+              }
+        }
+        for (int r = 0; r < R; ++r)
+          for (int q = 0; q < NP; ++q)
+            for (int g = 0; g < G; ++g)
+              for (int v = 0; v < kVecsPerPanel; ++v) {
+                const int64_t at = q * s_panel + g * kPanel + v * V::kWidth;
+                part[r][q][g][v] = V::fmadd(V::combine(high[r][q][g][v], low[r][q][g][v], m + at),
+                                            V::mul(V::load(s + at), V::set1(a[r].scale)), part[r][q][g][v]);
+              }
+      }
+      for (int r = 0; r < R; ++r)
+        for (int q = 0; q < NP; ++q)
+          for (int g = 0; g < G; ++g)
+            for (int v = 0; v < kVecsPerPanel; ++v) acc[r][q][g][v] = V::add(acc[r][q][g][v], part[r][q][g][v]);
+    }
+  }
+
+  // Quantizes `rows` rows of k values into scratch (2 * quads(k) words each); returns the next free value.
+  static T* quantize_rows(const T* const* a, int64_t rows, int64_t k, T* scratch, QuantRow* out) {
+    const int64_t kq = quads(k);
+    for (int64_t r = 0; r < rows; ++r) {
+      uint32_t* hi = reinterpret_cast<uint32_t*>(scratch) + 2 * r * kq;
+      out[r] = {hi, hi + kq, quantize_row(a[r], k, hi, hi + kq, 1)};
+    }
+    return scratch + 2 * rows * kq;
   }
 
   static void gemm_accumulate(const GemmArgs<T, W>& args) {
@@ -135,11 +334,13 @@ struct Kernels {
   // c[r] += a[r] @ W on panel p, for rows already packed by pack_rows.
   static void gemm_panel(const GemmArgs<T, W>& args, int64_t p) {
     const int64_t tiles = row_tiles(args.rows);
-    const int64_t panel_values = args.k * args.gates * kPanel;
+    const int64_t ks = stored_k<W>(args.k);
+    const int64_t panel_values = ks * args.gates * kPanel;
     const int64_t scale_stride = args.gates * kPanel;  // from one k group's scales to the next
     const char* weights_end = reinterpret_cast<const char*>(args.w + args.panel_end * panel_values);
     for (int64_t k0 = 0; k0 < args.k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < args.k ? k0 + kKBlock : args.k;
+      const int64_t stored = (k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0;  // the block's stored k
       const W* block = args.w + p * panel_values + k0 * args.gates * kPanel;
       const T* block_scales =
           kScaled ? args.w_scales + (p * scale_groups(args.k) + k0 / kGroup) * scale_stride : nullptr;
@@ -147,19 +348,28 @@ struct Kernels {
       // into L2, a share of its lines per tile, so the first tile on it does not wait for L3 or
       // memory. Each tile issues its share one line per k, spread over its FMAs: the same
       // prefetches as a burst before each tile stall it (bench/kernel_probe.sh shows the difference).
-      const int64_t block_lines = (k1 - k0) * args.gates * kPanel * int64_t(sizeof(W)) / 64;
+      const int64_t block_lines = stored * args.gates * kPanel * int64_t(sizeof(W)) / 64;
       const char* next = reinterpret_cast<const char*>(block) + block_lines * 64;
       int64_t lines_left = (weights_end - next) / 64;  // never past the end of this call's weights
       const int64_t lines_per_tile = (block_lines + args.gates * tiles - 1) / (args.gates * tiles);
       for (int64_t g = 0; g < args.gates; ++g) {
-        const W* w = block + g * (k1 - k0) * kPanel;  // this gate's part of the block, k after k
+        const W* w = block + g * stored * kPanel;  // this gate's part of the block, k after k
         const T* scales = kScaled ? block_scales + g * kPanel : nullptr;
         const int64_t c_offset = (p * args.gates + g) * kPanel;
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t lines = lines_per_tile < lines_left ? lines_per_tile : lines_left;
           const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
-          gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, scales, scale_stride, args.c + r0, c_offset, next,
-                        lines);
+          if constexpr (kVnni) {
+            const int64_t kq = quads(args.k);
+            const uint32_t* hi = reinterpret_cast<const uint32_t*>(args.a_pack) + 2 * r0 * kq;
+            const T* row_scales = args.a_pack + 2 * args.rows * kq + r0;
+            const int32_t* sums = args.w_sums + (scales - args.w_scales);
+            gemm_any_tile_vnni(height, hi, kq, row_scales, k0, k1, w, scales, sums, scale_stride, args.c + r0, c_offset,
+                               next, lines);
+          } else {
+            gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, scales, scale_stride, args.c + r0, c_offset,
+                          next, lines);
+          }
           next += 64 * lines;
           lines_left -= lines;
         }
@@ -208,13 +418,14 @@ struct Kernels {
   template <int G, int NP, int R>
   static void add_blocks(const T* const* a, int64_t k, const W* w, const T* scales, int64_t p,
                          Reg (&acc)[R][NP][G][kVecsPerPanel]) {
-    const int64_t w_panel = k * G * kPanel;
+    const int64_t ks = stored_k<W>(k);
+    const int64_t w_panel = ks * G * kPanel;
     const int64_t s_panel = scale_groups(k) * G * kPanel;  // a panel's scales
     for (int64_t k0 = 0; k0 < k; k0 += kKBlock) {
       const int64_t k1 = k0 + kKBlock < k ? k0 + kKBlock : k;
       Reg part[R][NP][G][kVecsPerPanel];
       zero_all(part);
-      const int64_t w_gate = (k1 - k0) * kPanel;  // a gate's part of the block (see kernels.h)
+      const int64_t w_gate = ((k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0) * kPanel;  // a gate's part of the block
       const W* wk = w + p * w_panel + k0 * G * kPanel;
       if constexpr (!kScaled) {
         multiply_add_rows(a, k0, k1, wk, w_panel, w_gate, part);
@@ -249,20 +460,30 @@ struct Kernels {
   }
 
   // sums[r][q][g] += sum over k in [k0, k1) of a[r][k] * w[q][g][k], from wk (k0's weights of the
-  // first panel); panels are w_panel values apart, gates w_gate.
+  // first panel); panels are w_panel values apart, gates w_gate. Every sum takes its k in order.
   template <int G, int NP, int R>
   static void multiply_add_rows(const T* const* a, int64_t k0, int64_t k1, const W* wk, int64_t w_panel, int64_t w_gate,
                                 Reg (&sums)[R][NP][G][kVecsPerPanel]) {
-    for (int64_t kk = k0; kk < k1; ++kk, wk += kPanel) {
-      Reg b[R];
-      for (int r = 0; r < R; ++r) b[r] = V::set1(a[r][kk]);
-      for (int q = 0; q < NP; ++q)
-        for (int g = 0; g < G; ++g)
-          for (int v = 0; v < kVecsPerPanel; ++v) {
-            const Reg wv = V::load(wk + q * w_panel + g * w_gate + v * V::kWidth);
-            for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv, b[r], sums[r][q][g][v]);
-          }
-    }
+    int64_t kk = k0;
+    for (; kk + kStep <= k1; kk += kStep, wk += kPanel * kStep) rows_step(kStep, a, kk, wk, w_panel, w_gate, sums);
+    if (kk < k1) rows_step(static_cast<int>(k1 - kk), a, kk, wk, w_panel, w_gate, sums);  // padding past k1 unread
+  }
+
+  // The first `steps` (<= kStep) k of the k step at kk of multiply_add_rows.
+  template <int G, int NP, int R>
+  static void rows_step(int steps, const T* const* a, int64_t kk, const W* wk, int64_t w_panel, int64_t w_gate,
+                        Reg (&sums)[R][NP][G][kVecsPerPanel]) {
+    Reg b[kStep][R];
+    for (int s = 0; s < steps; ++s)
+      for (int r = 0; r < R; ++r) b[s][r] = V::set1(a[r][kk + s]);
+    for (int q = 0; q < NP; ++q)
+      for (int g = 0; g < G; ++g)
+        for (int v = 0; v < kVecsPerPanel; ++v) {
+          Reg wv[kStep];
+          load_weights(wk + q * w_panel + g * w_gate + v * V::kWidth * kStep, wv);
+          for (int s = 0; s < steps; ++s)
+            for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv[s], b[s][r], sums[r][q][g][v]);
+        }
   }
 
   // acc[r] = one accumulator row's values (z[r], or `shared` for every row) on panels p.. p+NP.
@@ -286,11 +507,17 @@ struct Kernels {
     constexpr int NP = kRowPanels<G>;
     for (int64_t r = 0; r < args.rows; ++r) {
       T* c = args.c[r];
+      [[maybe_unused]] QuantRow quantized{};
+      if constexpr (kVnni) quantize_rows(&args.a[r], 1, args.k, args.a_pack, &quantized);
       auto pass = [&](auto panels, int64_t p) {
         constexpr int N = decltype(panels)::value;
         Reg acc[1][N][G][kVecsPerPanel];
         load_accumulators<G, N, 1>(&args.c[r], nullptr, p, acc);
-        add_blocks<G, N, 1>(&args.a[r], args.k, args.w, args.w_scales, p, acc);
+        if constexpr (kVnni) {
+          add_blocks_vnni<G, N, 1>(&quantized, args.k, args.w, args.w_scales, args.w_sums, p, acc);
+        } else {
+          add_blocks<G, N, 1>(&args.a[r], args.k, args.w, args.w_scales, p, acc);
+        }
         for (int q = 0; q < N; ++q)
           for (int g = 0; g < G; ++g)
             for (int v = 0; v < kVecsPerPanel; ++v) V::store(c + ((p + q) * G + g) * kPanel + v * V::kWidth, acc[0][q][g][v]);
@@ -305,7 +532,8 @@ struct Kernels {
   // vector registers (4 with AVX-512's 32, 1 with AVX2's 16). A single row instead takes several
   // panels at once for enough independent FMA chains.
   static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
-  static constexpr int kFusedRows = kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
+  // With VNNI each row keeps two int32 sums per accumulator besides the float ones: two rows.
+  static constexpr int kFusedRows = kVnni ? 2 : kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
 
   // Panels whose cell updates the fused step holds back and runs together: enough independent
   // activation vectors to keep the FP units busy, few enough that their pre-activations stay in L1.
@@ -322,6 +550,12 @@ struct Kernels {
     alignas(64) T deferred[kDeferredPanels][R][kGates * kPanel];  // pre-activations, packed z layout
     int64_t deferred_panel[kDeferredPanels];
     int pending = 0;
+    // VNNI: the rows' activations, quantized once for the whole sweep.
+    [[maybe_unused]] QuantRow quantized_x[R], quantized_h[R];
+    if constexpr (kVnni) {
+      T* free = quantize_rows(args.h_prev + r0, R, args.k, args.scratch, quantized_h);
+      if (args.x != nullptr) quantize_rows(args.x + r0, R, args.k_in, free, quantized_x);
+    }
     auto update_deferred = [&]() {
       for (int i = 0; i < pending; ++i)
         for (int r = 0; r < R; ++r) activate_gates(deferred[i][r]);
@@ -339,11 +573,19 @@ struct Kernels {
       if (args.x != nullptr) {
         // The input projection rides along, summed in the same order as its GEMM would.
         load_accumulators<kGates, N, R>(nullptr, args.bias, p, acc);
-        add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, args.w_ih_scales, p, acc);
+        if constexpr (kVnni) {
+          add_blocks_vnni<kGates, N, R>(quantized_x, args.k_in, args.w_ih, args.w_ih_scales, args.w_ih_sums, p, acc);
+        } else {
+          add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, args.w_ih_scales, p, acc);
+        }
       } else {
         load_accumulators<kGates, N, R>(args.z + r0, nullptr, p, acc);
       }
-      add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, args.w_hh_scales, p, acc);
+      if constexpr (kVnni) {
+        add_blocks_vnni<kGates, N, R>(quantized_h, args.k, args.w_hh, args.w_hh_scales, args.w_hh_sums, p, acc);
+      } else {
+        add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, args.w_hh_scales, p, acc);
+      }
       if (pending + N > kDeferredPanels) update_deferred();
       for (int q = 0; q < N; ++q, ++pending) {
         deferred_panel[pending] = p + q;

@@ -12,16 +12,23 @@ struct VecAvx2F32 {
   using Reg = __m256;
   static constexpr int kWidth = 8;
   static constexpr int kRegisters = 16;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(T v) { return _mm256_set1_ps(v); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
-  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  // Stored weights widened to float, from words holding one unit's weights for 2 (bf16) or 4
+  // (int8) consecutive k, lowest address first: w[s] then holds k + s for every unit.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
+    const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    w[0] = _mm256_castsi256_ps(_mm256_slli_epi32(words, 16));  // a bf16 is a float's top half
+    w[1] = _mm256_castsi256_ps(_mm256_and_si256(words, _mm256_set1_epi32(int32_t(0xFFFF0000u))));
   }
-  static Reg load(const int8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  static void widen(const int8_t* p, Reg (&w)[4]) {
+    const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    w[0] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(words, 24), 24));
+    w[1] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(words, 16), 24));
+    w[2] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(words, 8), 24));
+    w[3] = _mm256_cvtepi32_ps(_mm256_srai_epi32(words, 24));
   }
   static void store(T* p, Reg v) { _mm256_storeu_ps(p, v); }
   static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
@@ -48,6 +55,7 @@ struct VecAvx2F64 {
   using Reg = __m256d;
   static constexpr int kWidth = 4;
   static constexpr int kRegisters = 16;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI
   static Reg zero() { return _mm256_setzero_pd(); }
   static Reg set1(T v) { return _mm256_set1_pd(v); }
   static Reg load(const T* p) { return _mm256_loadu_pd(p); }

@@ -14,16 +14,23 @@ struct VecAvx512F32 {
   using Reg = __m512;
   static constexpr int kWidth = 16;
   static constexpr int kRegisters = 32;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI (see vec_avx512_vnni.h)
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg set1(T v) { return _mm512_set1_ps(v); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
-  // Stored weights widened to float: bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  // Stored weights widened to float, from words holding one unit's weights for 2 (bf16) or 4
+  // (int8) consecutive k, lowest address first: w[s] then holds k + s for every unit.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
+    const __m512i words = _mm512_loadu_si512(p);
+    w[0] = _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));  // a bf16 is a float's top half
+    w[1] = _mm512_castsi512_ps(_mm512_and_si512(words, _mm512_set1_epi32(int32_t(0xFFFF0000u))));
   }
-  static Reg load(const int8_t* p) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  static void widen(const int8_t* p, Reg (&w)[4]) {
+    const __m512i words = _mm512_loadu_si512(p);
+    w[0] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(words, 24), 24));
+    w[1] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(words, 16), 24));
+    w[2] = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(words, 8), 24));
+    w[3] = _mm512_cvtepi32_ps(_mm512_srai_epi32(words, 24));
   }
   static void store(T* p, Reg v) { _mm512_storeu_ps(p, v); }
   static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
@@ -50,6 +57,7 @@ struct VecAvx512F64 {
   using Reg = __m512d;
   static constexpr int kWidth = 8;
   static constexpr int kRegisters = 32;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI (see vec_avx512_vnni.h)
   static Reg zero() { return _mm512_setzero_pd(); }
   static Reg set1(T v) { return _mm512_set1_pd(v); }
   static Reg load(const T* p) { return _mm512_loadu_pd(p); }

@@ -20,18 +20,22 @@ struct VecScalar {
   static constexpr int kMantissaBits = sizeof(T) == 4 ? 23 : 52;
   static constexpr int kWidth = 1;
   static constexpr int kRegisters = 16;  // architectural vector registers
+  static constexpr bool kIntegerDot = false;  // no VNNI
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
-  // Stored weights widened (float32 only): bf16 is a float's top half; int8 converts exactly.
-  static Reg load(const fastlstm::Bf16* p) {
+  // Stored weights widened (float32 only): one unit's weights for 2 (bf16) or 4 (int8)
+  // consecutive k, w[s] holding k + s.
+  static void widen(const fastlstm::Bf16* p, Reg (&w)[2]) {
     static_assert(sizeof(T) == 4, "bf16 weights widen to float32");
-    const uint32_t bits = uint32_t(p->bits) << 16;
-    T value;
-    std::memcpy(&value, &bits, sizeof(value));
-    return value;
+    for (int s = 0; s < 2; ++s) {
+      const uint32_t bits = uint32_t(p[s].bits) << 16;  // a bf16 is a float's top half
+      std::memcpy(&w[s], &bits, sizeof(T));
+    }
   }
-  static Reg load(const int8_t* p) { return static_cast<T>(*p); }
+  static void widen(const int8_t* p, Reg (&w)[4]) {
+    for (int s = 0; s < 4; ++s) w[s] = static_cast<T>(p[s]);
+  }
   static void store(T* p, Reg v) { *p = v; }
   static Reg add(Reg a, Reg b) { return a + b; }
   static Reg sub(Reg a, Reg b) { return a - b; }

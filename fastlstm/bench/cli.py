@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from fastlstm.bench.configs import CONFIGS_BY_NAME, select_configs
 from fastlstm.bench.engines import ENGINE_LABELS, ENGINE_NAMES
+from fastlstm.bench.precision import precision_table, precision_variants, weights_list
 from fastlstm.bench.report import Report, render_markdown, write_report
 from fastlstm.bench.suite import CaseResult, SuiteSettings, run_suite
 from fastlstm.bench.timing import DEFAULT_SECONDS_PER_CONFIG, measure_call_ns
@@ -128,6 +129,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seq-len", type=positive_int, metavar="T", help=f"with --model (default {DEFAULT_MODEL_SEQ_LEN})")
     parser.add_argument("--batch", type=positive_int, metavar="B", help=f"with --model (default {DEFAULT_MODEL_BATCH})")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="threads per engine (default: 1)")
+    parser.add_argument("--weights", type=weights_list, default=["fp32"], metavar="LIST",
+                        help="fastlstm weight formats, out of fp32,bf16,int8 (default: fp32); bf16 adds OpenVINO at its "
+                             "default precision, int8 torch's dynamic int8 LSTM, as peers")
     add_timing_arguments(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, metavar="DIR",
                         help=f"where results.md, results.json and speedup.png go (default: ./{DEFAULT_OUT_DIR}/)")
@@ -163,15 +167,22 @@ def run_bench(args: argparse.Namespace, command: str) -> int:
     except (OSError, ValueError, TypeError, RuntimeError) as error:
         progress(f"fastlstm bench: error: cannot load {args.model}: {error}")
         return EXIT_USAGE
+    variants = precision_variants(args.weights, args.engines, args.threads) if args.weights != ["fp32"] else None
     settings = settings_from(args, args.threads)
+    if variants is not None:
+        settings = dataclasses.replace(settings, engines=tuple(variant.key for variant in variants))
     budget = f"{args.repeats} rounds" if args.repeats else f"~{args.seconds:g} s"
     engines = ", ".join(ENGINE_LABELS[name] for name in settings.engines)
     progress(f"fastlstm bench: {len(sources)} config(s), engines {engines}, {settings.threads} thread(s), {budget} each")
     run = run_info(command)
-    cases = run_suite(sources, settings, case_progress)
+    cases = run_suite(sources, settings, case_progress, variants)
     title = f"fastlstm speedup, {settings.threads} thread(s), {run['machine']['cpu']}"
     chart = None if args.no_chart else lambda path: plot_speedups(cases, title, path)
-    publish(comparison_report(cases, settings, run), args.out, "results", chart)
+    result = comparison_report(cases, settings, run)
+    if variants is not None:
+        result.sections.append(("Reduced-precision weights (time ratios, medians; max abs error vs torch float32)",
+                                precision_table(cases, args.weights)))
+    publish(result, args.out, "results", chart)
     return mismatch_status(cases)
 
 

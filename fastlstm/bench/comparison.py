@@ -10,7 +10,7 @@ from fastlstm.bench import report
 from fastlstm.bench.engines import ENGINE_LABELS
 from fastlstm.bench.suite import CaseResult, SuiteSettings
 
-COMPARED_ENGINES = ("torch", "ort", "openvino")  # what fastlstm is held against, where they ran
+COMPARED_ENGINES = ("torch", "ort", "openvino-fp32")  # what fastlstm is held against, where they ran
 LOG_SCALE_SPREAD = 10.0  # the chart's axis turns logarithmic once the largest speedup is 10x the smallest
 
 

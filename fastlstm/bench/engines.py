@@ -8,7 +8,7 @@ in the engine's native form (numpy for fastlstm and ORT, a tensor for torch).
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import importlib.util
 import os
 import tempfile
 import warnings
@@ -20,7 +20,11 @@ from fastlstm.bench.weights import WeightSource
 
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]  # out, h_n, c_n
 ENGINE_NAMES: Tuple[str, ...] = ("fastlstm", "torch", "ort")
-ENGINE_LABELS: Dict[str, str] = {"fastlstm": "fastlstm", "torch": "torch", "ort": "ORT", "openvino": "OpenVINO"}
+ENGINE_LABELS: Dict[str, str] = {"fastlstm": "fastlstm", "torch": "torch", "ort": "ORT", "openvino-fp32": "OpenVINO fp32"}
+# With `--weights`: fastlstm's reduced-precision models and the peers a user would pick for them.
+REDUCED_LABELS: Dict[str, str] = {"fastlstm-bf16": "fastlstm bf16", "fastlstm-int8": "fastlstm int8",
+                                  "openvino": "OpenVINO", "torch-int8": "torch int8"}
+ENGINE_LABELS.update(REDUCED_LABELS)
 
 
 class Engine(Protocol):
@@ -43,13 +47,13 @@ class SimpleEngine:
 
 def unavailable_reason(engine: str, source: WeightSource) -> Optional[str]:
     """Why `engine` cannot run here (a missing package), or None."""
-    if engine != "fastlstm" and source.torch_lstm is None:
+    if engine.startswith("fastlstm"):
+        return None
+    if source.torch_lstm is None:
         return "torch is not installed" + (" (ORT needs it to export the model)" if engine == "ort" else "")
-    if engine == "ort":
-        try:
-            importlib.import_module("onnxruntime")
-        except ImportError:
-            return "onnxruntime is not installed"
+    for name, package in (("ort", "onnxruntime"), ("openvino", "openvino")):
+        if engine == name and importlib.util.find_spec(package) is None:
+            return f"{package} is not installed"
     return None
 
 
@@ -57,9 +61,12 @@ def build_engine(engine: str, source: WeightSource, x: np.ndarray, threads: Opti
     """The named engine's adapter on input x (T, B, I); threads=None is fastlstm's default policy."""
     if engine == "fastlstm":
         return fastlstm_engine(fastlstm_model(source), x, threads)
+    if engine.startswith("fastlstm-"):  # fastlstm-bf16, fastlstm-int8
+        return fastlstm_engine(fastlstm_model(source).quantize(engine.split("-")[1]), x, threads)
     if threads is None:
         raise ValueError(f"{engine} needs an explicit thread count")
-    return {"torch": torch_engine, "ort": ort_engine}[engine](source.torch_lstm, x, threads)
+    engines = {"torch": torch_engine, "ort": ort_engine, "openvino": openvino_engine, "torch-int8": torch_int8_engine}
+    return engines[engine](source.torch_lstm, x, threads)
 
 
 def fastlstm_model(source: WeightSource) -> Any:
@@ -121,6 +128,40 @@ def ort_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
     feed = {"x": x}
     session, detail = create_onnx_session(lstm, feed, threads)
     return SimpleEngine(detail, lambda: session.run(None, feed), lambda: tuple(session.run(None, feed)))
+
+
+def torch_int8_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
+    """torch's dynamic int8 LSTM (quantize_dynamic, per-tensor int8 weights, 8-bit activations): the
+    module is wrapped, since quantize_dynamic never swaps the root module itself."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lstm), {torch.nn.LSTM}, dtype=torch.qint8)
+    engine = torch_engine(quantized, x, threads)
+    return SimpleEngine(f"torch {torch.__version__} quantize_dynamic qint8 LSTM, inference_mode", engine.run, engine.outputs)
+
+
+def openvino_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
+    """OpenVINO on the ONNX export, CPU device at its default precision (bf16 on CPUs with
+    AVX512_BF16 or AMX), INFERENCE_NUM_THREADS pinned."""
+    import openvino
+
+    core = openvino.Core()
+    with tempfile.TemporaryDirectory(prefix="fastlstm-bench-openvino-") as workdir:
+        path = os.path.join(workdir, "lstm.onnx")
+        exporter, _ = export_lstm_to_onnx(lstm, {"x": x}, path)
+        compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def outputs() -> Outputs:
+        request.infer({0: x})
+        return tuple(np.array(request.get_output_tensor(i).data) for i in range(3))  # type: ignore[return-value]
+
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = getattr(precision, "get_type_name", lambda: precision)()  # "bf16", "f32"
+    return SimpleEngine(f"OpenVINO {openvino.__version__}, {exporter} ONNX export, default precision ({precision}), "
+                        f"INFERENCE_NUM_THREADS={threads}", lambda: request.infer({0: x}), outputs)
 
 
 def create_onnx_session(lstm: Any, feed: Dict[str, np.ndarray], threads: int) -> Tuple[Any, str]:

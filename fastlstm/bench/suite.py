@@ -30,10 +30,13 @@ class EngineResult:
     detail: str
     timing: TimingSummary
     max_abs_error: Optional[float]
+    tolerance: Optional[float] = MATCH_TOLERANCE  # None: reduced precision, its error reported but never a mismatch
 
     @property
     def matches_reference(self) -> Optional[bool]:
-        return None if self.max_abs_error is None else self.max_abs_error <= MATCH_TOLERANCE
+        if self.max_abs_error is None or self.tolerance is None:
+            return None
+        return self.max_abs_error <= self.tolerance
 
 
 @dataclasses.dataclass
@@ -72,6 +75,7 @@ class Variant:
     label: str
     engine: str
     build: Callable[[WeightSource, np.ndarray], Engine]
+    tolerance: Optional[float] = MATCH_TOLERANCE  # against torch's float32 outputs; None: not held to any
 
 
 def engine_variant(engine: str, threads: Optional[int], key: str = "", label: str = "") -> Variant:
@@ -130,9 +134,9 @@ def run_variants(source: WeightSource, x: np.ndarray, variants: Sequence[Variant
         built[variant.key] = engine
         if reference is not None:
             errors[variant.key] = max_abs_difference(outputs, reference)
-            if errors[variant.key] > MATCH_TOLERANCE:
+            if variant.tolerance is not None and errors[variant.key] > variant.tolerance:
                 notes.append(f"MISMATCH: {variant.label} differs from torch on {source.config.name}: max abs error "
-                             f"{errors[variant.key]:.3g} > {MATCH_TOLERANCE:g}")
+                             f"{errors[variant.key]:.3g} > {variant.tolerance:g}")
                 warn(notes[-1])
     notes = list(dict.fromkeys(notes))
     if not built:
@@ -141,7 +145,8 @@ def run_variants(source: WeightSource, x: np.ndarray, variants: Sequence[Variant
                               seconds=settings.seconds, priming_seconds=settings.priming_seconds)
     by_key = {variant.key: variant for variant in variants}
     results = {
-        key: EngineResult(by_key[key].engine, by_key[key].label, engine.detail, timing.summaries[key], errors.get(key))
+        key: EngineResult(by_key[key].engine, by_key[key].label, engine.detail, timing.summaries[key], errors.get(key),
+                          by_key[key].tolerance)
         for key, engine in built.items()
     }
     return CaseResult(source.config, results, timing.rounds, timing.warmup_rounds, notes)

@@ -167,7 +167,7 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
     import torch
 
     builders = {"fastlstm": lambda model, x, threads: model_engine(model, (x,), threads), "torch": torch_engine,
-                "ort": ort_engine, "openvino": openvino_engine}
+                "ort": ort_engine, "openvino-fp32": openvino_engine}
     cases, overheads, total = [], [], len(names) * len(BATCHES)
     for name in names:
         lstm_config, seq_len = MODELS[name]
@@ -201,7 +201,7 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
 
 def whole_model_engines(engines: Sequence[str]) -> List[str]:
     """The engines asked for, plus OpenVINO where installed when ORT is asked for (the same ONNX file)."""
-    return list(engines) + (["openvino"] if "ort" in engines and openvino_installed() else [])
+    return list(engines) + (["openvino-fp32"] if "ort" in engines and openvino_installed() else [])
 
 
 def overhead_section(overheads: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
