@@ -173,7 +173,8 @@ def run(args: argparse.Namespace, command: str) -> int:
     if models:
         # The floor of a whole model is its LSTM's: the embedding and heads only add to any engine's time.
         cases, _ = whole_models.run_whole_models(models, settings, after_case)
-        settings = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
+        columns = [key for key, _ in whole_models.whole_model_engines(settings.engines)]
+        settings = dataclasses.replace(settings, engines=tuple(columns))
     else:
         sources = [lambda config=config: random_weights(config, args.seed) for config in configs]
         cases = run_suite(sources, settings, after_case)

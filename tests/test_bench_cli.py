@@ -262,8 +262,9 @@ def test_the_package_holds_the_command_not_the_lab() -> None:
     assert not [name for name in LAB_MODULES if (package / f"{name}.py").exists() or (package / name).exists()]
     # It ships to every user: the command, not a lab.
     # 1100 before whole-model benchmarks (whole_models.py, ~215 lines, and --whole-models in cli.py) were added;
-    # 1350 before --weights (precision.py, ~75 lines, and the OpenVINO and torch int8 engines).
-    assert sum(len(path.read_text(encoding="utf-8").splitlines()) for path in package.glob("*.py")) < 1480
+    # 1350 before --weights (precision.py, ~75 lines, and the OpenVINO and torch int8 engines);
+    # 1480 before --weights on whole models (their OpenVINO and torch int8 peers).
+    assert sum(len(path.read_text(encoding="utf-8").splitlines()) for path in package.glob("*.py")) < 1520
 
 
 def test_the_extension_has_no_benchmark_code() -> None:

@@ -69,15 +69,34 @@ def test_peer_engines_run_the_whole_exported_module(engine: str) -> None:
     outputs = built.outputs()
     assert len(outputs) == 1
     np.testing.assert_allclose(outputs[0], expected, rtol=0, atol=1e-5)
-    assert "thread" in built.detail
+    assert "thread" in built.detail.lower()
 
 
 def test_openvino_joins_whole_models_only_with_ort(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(whole_models, "openvino_installed", lambda: True)
-    assert whole_models.whole_model_engines(["fastlstm", "torch", "ort"]) == ["fastlstm", "torch", "ort", "openvino-fp32"]
-    assert whole_models.whole_model_engines(["fastlstm", "torch"]) == ["fastlstm", "torch"]
+    keys = lambda *args: [key for key, _ in whole_models.whole_model_engines(*args)]  # noqa: E731
+    assert keys(["fastlstm", "torch", "ort"]) == ["fastlstm", "torch", "ort", "openvino-fp32"]
+    assert keys(["fastlstm", "torch"]) == ["fastlstm", "torch"]
+    # Reduced formats come with their peers, neither held to torch's float32 outputs.
+    columns = whole_models.whole_model_engines(["fastlstm", "torch"], ["bf16", "int8"])
+    assert columns == [("torch", 1e-4), ("fastlstm-bf16", None), ("openvino", None), ("fastlstm-int8", None),
+                       ("torch-int8", None)]
     monkeypatch.setattr(whole_models, "openvino_installed", lambda: False)
-    assert whole_models.whole_model_engines(["fastlstm", "ort"]) == ["fastlstm", "ort"]
+    assert keys(["fastlstm", "ort"]) == ["fastlstm", "ort"]
+
+
+def test_whole_models_with_reduced_precision_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert bench(["--whole-models", "forecaster", "--weights", "fp32,bf16,int8", "--engines", "fastlstm,torch"],
+                 tmp_path) == 0
+    markdown = capsys.readouterr().out
+    assert "Reduced-precision weights" in markdown and "MISMATCH" not in markdown
+    document = json.loads((tmp_path / "results.json").read_text())
+    for case in document["cases"]:
+        engines = case["engines"]
+        assert {"fastlstm", "torch", "fastlstm-bf16", "fastlstm-int8", "torch-int8"} <= set(engines)
+        assert engines["fastlstm"]["matches_reference"]
+        for key in ("fastlstm-bf16", "fastlstm-int8"):  # reported, not held to 1e-4
+            assert 0 < engines[key]["max_abs_error"] < 1e-2
 
 
 def test_model_flag_on_a_converted_file_times_fastlstm_alone(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

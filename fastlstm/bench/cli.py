@@ -219,10 +219,13 @@ def run_whole_model_bench(args: argparse.Namespace, command: str) -> int:
     engines = ", ".join(ENGINE_LABELS[name] for name in settings.engines)
     progress(f"fastlstm bench: whole models {', '.join(names)} at batch 1 and 32, engines {engines}, "
              f"{settings.threads} thread(s), {budget} each (twice: engines, then model vs bare LSTM)")
-    cases, overheads = whole_models.run_whole_models(names, settings, case_progress)
-    shown = dataclasses.replace(settings, engines=tuple(whole_models.whole_model_engines(settings.engines)))
-    result = comparison_report(cases, shown, run)
+    cases, overheads = whole_models.run_whole_models(names, settings, case_progress, args.weights)
+    columns = [key for key, _ in whole_models.whole_model_engines(settings.engines, args.weights)]
+    result = comparison_report(cases, dataclasses.replace(settings, engines=tuple(columns)), run)
     result.title = "fastlstm whole-model benchmark"
+    if args.weights != ["fp32"]:
+        result.sections.append(("Reduced-precision weights (time ratios, medians; max abs error vs torch float32)",
+                                precision_table(cases, args.weights)))
     result.sections.append(whole_models.overhead_section(overheads))
     if "ort" in settings.engines and not whole_models.openvino_installed():
         result.notes.append("OpenVINO skipped: not installed")

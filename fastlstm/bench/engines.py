@@ -143,25 +143,44 @@ def torch_int8_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
 
 
 def openvino_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
-    """OpenVINO on the ONNX export, CPU device at its default precision (bf16 on CPUs with
-    AVX512_BF16 or AMX), INFERENCE_NUM_THREADS pinned."""
-    import openvino
-
-    core = openvino.Core()
+    """OpenVINO on the ONNX export at its default precision (bf16 on CPUs with AVX512_BF16 or AMX)."""
     with tempfile.TemporaryDirectory(prefix="fastlstm-bench-openvino-") as workdir:
         path = os.path.join(workdir, "lstm.onnx")
         exporter, _ = export_lstm_to_onnx(lstm, {"x": x}, path)
-        compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
+        request, detail = openvino_request(path, threads, precision=None)
 
     def outputs() -> Outputs:
         request.infer({0: x})
         return tuple(np.array(request.get_output_tensor(i).data) for i in range(3))  # type: ignore[return-value]
 
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
-    precision = getattr(precision, "get_type_name", lambda: precision)()  # "bf16", "f32"
-    return SimpleEngine(f"OpenVINO {openvino.__version__}, {exporter} ONNX export, default precision ({precision}), "
-                        f"INFERENCE_NUM_THREADS={threads}", lambda: request.infer({0: x}), outputs)
+    return SimpleEngine(f"{detail}, {exporter} ONNX export", lambda: request.infer({0: x}), outputs)
+
+
+def openvino_request(path: str, threads: int, precision: Optional[str]) -> Tuple[Any, str]:
+    """An OpenVINO infer request on an ONNX file (CPU, `threads` inference threads, one stream, latency
+    hint) and a line saying what runs; precision "f32" pins it, None keeps OpenVINO's default."""
+    import openvino
+
+    core = openvino.Core()
+    settings: Dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if precision is not None:
+        settings["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(core.read_model(path), "CPU", settings)
+    used = compiled.get_property("INFERENCE_PRECISION_HINT")
+    used = getattr(used, "get_type_name", lambda: used)()  # "bf16", "f32"
+    return compiled.create_infer_request(), (f"OpenVINO {openvino.__version__}, {used} precision"
+                                             f"{' (its default)' if precision is None else ''}, "
+                                             f"INFERENCE_NUM_THREADS={threads}")
+
+
+def ort_session(path: str, threads: int) -> Any:
+    """ONNX Runtime on an ONNX file: CPU provider, one intra-op pool of `threads`, inter-op 1, sequential."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def create_onnx_session(lstm: Any, feed: Dict[str, np.ndarray], threads: int) -> Tuple[Any, str]:
@@ -172,13 +191,10 @@ def create_onnx_session(lstm: Any, feed: Dict[str, np.ndarray], threads: int) ->
     """
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     with tempfile.TemporaryDirectory(prefix="fastlstm-bench-onnx-") as workdir:
         path = os.path.join(workdir, "lstm.onnx")
         exporter, earlier_failures = export_lstm_to_onnx(lstm, feed, path)
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, threads)
     try:
         session.run(None, feed)
     except Exception as error:

@@ -10,15 +10,16 @@ import importlib.util
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fastlstm._config import LSTMConfig
 from fastlstm.bench import report
 from fastlstm.bench.configs import BenchConfig
-from fastlstm.bench.engines import ENGINE_LABELS, SimpleEngine
-from fastlstm.bench.suite import CaseResult, SuiteSettings, Variant, run_variants
+from fastlstm.bench.engines import ENGINE_LABELS, SimpleEngine, openvino_request, ort_session
+from fastlstm.bench.precision import PEERS, WEIGHT_KEYS
+from fastlstm.bench.suite import MATCH_TOLERANCE, CaseResult, SuiteSettings, Variant, run_variants
 from fastlstm.bench.timing import time_interleaved
 from fastlstm.bench.weights import WeightSource
 
@@ -125,49 +126,51 @@ def export_whole_module(module: Any, x: np.ndarray, path: str) -> None:
 def ort_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     with tempfile.TemporaryDirectory(prefix="fastlstm-bench-onnx-") as workdir:
         export_whole_module(module, x, f"{workdir}/model.onnx")
-        session = onnxruntime.InferenceSession(f"{workdir}/model.onnx", options, providers=["CPUExecutionProvider"])
+        session = ort_session(f"{workdir}/model.onnx", threads)
     feed = {"x": x}
     return SimpleEngine(f"onnxruntime {onnxruntime.__version__}, whole module (legacy exporter, static shapes), "
                         f"intra-op threads {threads}", lambda: session.run(None, feed), lambda: tuple(session.run(None, feed)))
 
 
-def openvino_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
-    """OpenVINO on the same ONNX file, pinned to fp32 (its default on BF16-capable CPUs is bf16, which
-    would not be the same computation as the others'), `threads` inference threads, one stream."""
-    import openvino
-
-    core = openvino.Core()
+def openvino_engine(module: Any, x: np.ndarray, threads: int, precision: Optional[str] = "f32") -> SimpleEngine:
+    """OpenVINO on the same ONNX file, pinned to fp32 by default (on BF16-capable CPUs its own default
+    is bf16, not the computation the others do), or at its default with precision=None (the peer of
+    fastlstm's reduced-precision weights)."""
     with tempfile.TemporaryDirectory(prefix="fastlstm-bench-onnx-") as workdir:
         export_whole_module(module, x, f"{workdir}/model.onnx")
-        compiled = core.compile_model(core.read_model(f"{workdir}/model.onnx"), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
+        request, detail = openvino_request(f"{workdir}/model.onnx", threads, precision)
 
     def outputs() -> Tuple[np.ndarray, ...]:
         return tuple(np.array(value) for value in request.infer({0: x}).values())
 
-    return SimpleEngine(f"openvino {openvino.__version__}, whole module (same ONNX file), fp32 precision hint, "
-                        f"{threads} inference thread(s)", lambda: request.infer({0: x}), outputs)
+    return SimpleEngine(f"{detail}, whole module (same ONNX file)", lambda: request.infer({0: x}), outputs)
+
+
+def torch_int8_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
+    """torch's dynamic int8 quantization of the module's LSTMs and Linears (quantize_dynamic)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    engine = torch_engine(quantized, x, threads)
+    return SimpleEngine(engine.detail.replace("whole module", "whole module, quantize_dynamic qint8 LSTM and Linear"),
+                        engine.run, engine.outputs)
 
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def run_whole_models(names: Sequence[str], settings: SuiteSettings,
-                     after_case: Callable[[int, int, CaseResult], None]) -> Tuple[List[CaseResult], List[Dict[str, Any]]]:
-    """Each model at each of BATCHES: the engine comparison (checked against torch), then the overhead pass."""
+def run_whole_models(names: Sequence[str], settings: SuiteSettings, after_case: Callable[[int, int, CaseResult], None],
+                     weights: Sequence[str] = ("fp32",)) -> Tuple[List[CaseResult], List[Dict[str, Any]]]:
+    """Each model at each of BATCHES: the engine comparison (checked against torch; reduced-precision
+    `weights` and their peers reported with their errors instead), then the overhead pass."""
     import fastlstm
     import torch
 
-    builders = {"fastlstm": lambda model, x, threads: model_engine(model, (x,), threads), "torch": torch_engine,
-                "ort": ort_engine, "openvino-fp32": openvino_engine}
     cases, overheads, total = [], [], len(names) * len(BATCHES)
     for name in names:
         lstm_config, seq_len = MODELS[name]
@@ -176,6 +179,15 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
         with tempfile.TemporaryDirectory(prefix="fastlstm-bench-model-") as workdir:
             fastlstm.convert(module, torch.from_numpy(make_model_input(name, 2, 7, 0))).save(f"{workdir}/m.safetensors")
             model = fastlstm.load(f"{workdir}/m.safetensors")
+        models = {"fastlstm": model, **{WEIGHT_KEYS[fmt]: model.quantize(fmt) for fmt in weights if fmt != "fp32"}}
+        builders: Dict[str, Callable[[np.ndarray], SimpleEngine]] = {
+            **{key: lambda x, m=m: model_engine(m, (x,), settings.threads) for key, m in models.items()},
+            "torch": lambda x: torch_engine(module, x, settings.threads),
+            "ort": lambda x: ort_engine(module, x, settings.threads),
+            "openvino-fp32": lambda x: openvino_engine(module, x, settings.threads),
+            "openvino": lambda x: openvino_engine(module, x, settings.threads, precision=None),
+            "torch-int8": lambda x: torch_int8_engine(module, x, settings.threads),
+        }
         for batch in BATCHES:
             x = make_model_input(name, batch, seq_len, settings.seed)
             config = WholeModelConfig(f"{name}-b{batch}", lstm_config, seq_len, batch, kind=name)
@@ -183,10 +195,8 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
             with torch.inference_mode():
                 reference = flat_outputs(module(torch.from_numpy(x)))
                 x_lstm = module.embedding(torch.from_numpy(x)).numpy().copy()
-            variants = [Variant(engine, ENGINE_LABELS[engine], engine,
-                                lambda _source, x, engine=engine: builders[engine](model if engine == "fastlstm" else module,
-                                                                                   x, settings.threads))
-                        for engine in whole_model_engines(settings.engines)]
+            variants = [Variant(key, ENGINE_LABELS[key], key, lambda _source, x, key=key: builders[key](x), tolerance)
+                        for key, tolerance in whole_model_engines(settings.engines, weights)]
             case = run_variants(source, x, variants, settings, reference)
             cases.append(case)
             after_case(len(cases), total, case)
@@ -199,9 +209,17 @@ def run_whole_models(names: Sequence[str], settings: SuiteSettings,
     return cases, overheads
 
 
-def whole_model_engines(engines: Sequence[str]) -> List[str]:
-    """The engines asked for, plus OpenVINO where installed when ORT is asked for (the same ONNX file)."""
-    return list(engines) + (["openvino-fp32"] if "ort" in engines and openvino_installed() else [])
+def whole_model_engines(engines: Sequence[str], weights: Sequence[str] = ("fp32",)) -> List[Tuple[str, Optional[float]]]:
+    """(key, tolerance against torch) of each column: the engines asked for (fastlstm's float32 model
+    only if fp32 is among `weights`), OpenVINO pinned to fp32 where installed when ORT is asked for
+    (the same ONNX file), then each reduced format and its peer, not held to torch's outputs."""
+    keys = [engine for engine in engines if engine != "fastlstm" or "fp32" in weights]
+    keys += ["openvino-fp32"] if "ort" in engines and openvino_installed() else []
+    columns: List[Tuple[str, Optional[float]]] = [(key, MATCH_TOLERANCE) for key in keys]
+    for fmt in weights:
+        if fmt != "fp32":
+            columns += [(WEIGHT_KEYS[fmt], None), (PEERS[fmt], None)]
+    return columns
 
 
 def overhead_section(overheads: Sequence[Dict[str, Any]]) -> Tuple[str, str]:
