@@ -17,6 +17,8 @@ ISA_FLAGS = {
     "kernels_avx512.cc": ["-mavx512f", "-mavx2", "-mfma", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
     "kernels_avx512_vnni.cc": ["-mavx512f", "-mavx512vnni", "-mavx2", "-mfma", "-Wno-uninitialized",
                                "-Wno-maybe-uninitialized"],
+    "kernels_avx512_bf16.cc": ["-mavx512f", "-mavx512bf16", "-mavx2", "-mfma", "-Wno-uninitialized",
+                               "-Wno-maybe-uninitialized"],
 }
 
 sources = [
@@ -28,7 +30,8 @@ sources = [
     "csrc/kernels/kernels_scalar.cc",
 ]
 if IS_X86_64:
-    sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc", "csrc/kernels/kernels_avx512_vnni.cc"]
+    sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc", "csrc/kernels/kernels_avx512_vnni.cc",
+                "csrc/kernels/kernels_avx512_bf16.cc"]
 
 extra_compile_args = ["-O3", "-fvisibility=hidden", "-pthread"]
 extra_link_args = ["-pthread"]

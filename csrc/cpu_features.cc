@@ -23,15 +23,12 @@ bool cpu_supports(Isa isa) {
 
 std::atomic<int> g_active_isa{static_cast<int>(best_isa())};
 
-bool cpu_supports_vnni() {
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("avx512vnni") && cpu_supports(Isa::kAvx512);
-#else
-  return false;
+const bool g_cpu_has_vnni = cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
+const bool g_cpu_has_bf16 = cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512bf16");
 #endif
-}
 
-std::atomic<bool> g_vnni_enabled{cpu_supports_vnni()};
+std::atomic<bool> g_dot_enabled{true};
 
 }  // namespace
 
@@ -53,9 +50,9 @@ std::vector<Isa> supported_isas() {
 
 Isa best_isa() { return supported_isas().back(); }
 
-bool vnni_enabled() { return g_vnni_enabled.load(std::memory_order_relaxed); }
+bool dot_enabled() { return g_dot_enabled.load(std::memory_order_relaxed); }
 
-void set_vnni_enabled(bool enabled) { g_vnni_enabled.store(enabled && cpu_supports_vnni(), std::memory_order_relaxed); }
+void set_dot_enabled(bool enabled) { g_dot_enabled.store(enabled, std::memory_order_relaxed); }
 
 Isa active_isa() { return static_cast<Isa>(g_active_isa.load(std::memory_order_relaxed)); }
 
@@ -88,22 +85,28 @@ void set_active_isa(const std::string& name) {
 
 FASTLSTM_ACTIVE_TABLE(float, float, kernels_f32)
 FASTLSTM_ACTIVE_TABLE(double, double, kernels_f64)
-FASTLSTM_ACTIVE_TABLE(float, Bf16, kernels_bf16)
 #undef FASTLSTM_ACTIVE_TABLE
 
-// int8 weights: within the AVX-512 set, the VNNI kernels where the CPU has VNNI (and they are not
-// disabled, for tests of the plain AVX-512 ones).
-template <>
-const KernelTable<float, int8_t>& active_kernels<float, int8_t>() {
-  switch (active_isa()) {
+// Reduced-precision weights: within the AVX-512 set, the kernels with the format's dot-product
+// instruction where the CPU has it (and they are not disabled, for tests of the plain ones).
 #if defined(__x86_64__)
-    case Isa::kAvx512:
-      return vnni_enabled() ? avx512_vnni::kernels_i8() : avx512::kernels_i8();
-    case Isa::kAvx2: return avx2::kernels_i8();
-#endif
-    default: break;
+#define FASTLSTM_ACTIVE_DOT_TABLE(W, getter, dot_set, has_dot)                        \
+  template <>                                                                         \
+  const KernelTable<float, W>& active_kernels<float, W>() {                           \
+    switch (active_isa()) {                                                           \
+      case Isa::kAvx512: return dot_enabled() && has_dot ? dot_set::getter() : avx512::getter(); \
+      case Isa::kAvx2: return avx2::getter();                                         \
+      default: return scalar::getter();                                               \
+    }                                                                                 \
   }
-  return scalar::kernels_i8();
-}
+FASTLSTM_ACTIVE_DOT_TABLE(Bf16, kernels_bf16, avx512_bf16, g_cpu_has_bf16)
+FASTLSTM_ACTIVE_DOT_TABLE(int8_t, kernels_i8, avx512_vnni, g_cpu_has_vnni)
+#undef FASTLSTM_ACTIVE_DOT_TABLE
+#else
+template <>
+const KernelTable<float, Bf16>& active_kernels<float, Bf16>() { return scalar::kernels_bf16(); }
+template <>
+const KernelTable<float, int8_t>& active_kernels<float, int8_t>() { return scalar::kernels_i8(); }
+#endif
 
 }  // namespace fastlstm

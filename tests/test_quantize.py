@@ -75,25 +75,24 @@ CASES, IDS = isa_params([(shape, scheme) for shape in SHAPES for scheme in SCHEM
 @pytest.fixture(params=[True, False], ids=["vnni", "no-vnni"])
 def int8_vnni(request):
     """int8 with the AVX-512 VNNI kernels (where the CPU has them) and with the plain ones."""
-    _core._set_int8_vnni(request.param)
+    _core._set_dot_instructions(request.param)
     try:
         yield request.param
     finally:
-        _core._set_int8_vnni(True)
+        _core._set_dot_instructions(True)
 
 
-def expected_kernel_isas(isa, scheme, vnni):
-    """The kernel set the forced ISA should give the scheme: AVX-512 int8 runs VNNI where available."""
-    _core._set_int8_vnni(vnni)
-    with_vnni = isa == "avx512" and scheme == "int8" and _core.quantized_kernel_isas()[1] == "avx512_vnni"
-    return isa + "_vnni" if with_vnni else isa
+def expected_kernel_isas(isa, scheme, dot):
+    """The kernel set the forced ISA should give the scheme: with AVX-512, the format's dot-product
+    instruction (AVX512_BF16, VNNI) where the CPU has it."""
+    _core._set_dot_instructions(dot)
+    name = _core.quantized_kernel_isas()[SCHEMES.index(scheme)]
+    return name if dot and isa == "avx512" and name in ("avx512_bf16", "avx512_vnni") else isa
 
 
 @pytest.mark.parametrize("isa,case", CASES, ids=IDS, indirect=["isa"])
 def test_each_isa_computes_the_rounded_weights(isa, case, int8_vnni):
     shape, scheme = case
-    if scheme == "bf16" and not int8_vnni:
-        pytest.skip("VNNI concerns int8 alone")
     assert _core.quantized_kernel_isas()[SCHEMES.index(scheme)] == expected_kernel_isas(isa, scheme, int8_vnni)
     shape = dict(shape)
     steps, batch = shape.pop("steps"), shape.pop("batch")
@@ -101,13 +100,13 @@ def test_each_isa_computes_the_rounded_weights(isa, case, int8_vnni):
     rounded = fastlstm.LSTM(**shape, weights=model.state_dict())  # float32, on the widened weights
     x = rng_input((steps, batch, shape["input_size"]))
     got = run(model, x)
-    if scheme == "bf16":
+    if scheme == "bf16" and _core.quantized_kernel_isas()[0] != "avx512_bf16":
         for a, b in zip(got, run(rounded, x)):
             np.testing.assert_array_equal(a, b)  # the same float32 arithmetic on the same values
     module = make_torch_lstm(**shape)
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
-    vnni = _core.quantized_kernel_isas()[1].endswith("vnni")
-    bound = VNNI_SAME_WEIGHTS_BOUND if scheme == "int8" and vnni else INT8_SAME_WEIGHTS_BOUND
+    dot = _core.quantized_kernel_isas()[SCHEMES.index(scheme)] in ("avx512_bf16", "avx512_vnni")
+    bound = VNNI_SAME_WEIGHTS_BOUND if dot else INT8_SAME_WEIGHTS_BOUND
     assert max_error(got, float64_outputs(module, x)) < bound
     # A single step (the input projection inside the fused step) agrees with the sequence's first step.
     out, (h, c) = model.step(x[0])
