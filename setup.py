@@ -17,8 +17,6 @@ ISA_FLAGS = {
     "kernels_avx512.cc": ["-mavx512f", "-mavx2", "-mfma", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
     "kernels_avx512_vnni.cc": ["-mavx512f", "-mavx512vnni", "-mavx2", "-mfma", "-Wno-uninitialized",
                                "-Wno-maybe-uninitialized"],
-    "kernels_avx512_bf16.cc": ["-mavx512f", "-mavx512bf16", "-mavx2", "-mfma", "-Wno-uninitialized",
-                               "-Wno-maybe-uninitialized"],
 }
 
 sources = [
@@ -30,8 +28,7 @@ sources = [
     "csrc/kernels/kernels_scalar.cc",
 ]
 if IS_X86_64:
-    sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc", "csrc/kernels/kernels_avx512_vnni.cc",
-                "csrc/kernels/kernels_avx512_bf16.cc"]
+    sources += ["csrc/kernels/kernels_avx2.cc", "csrc/kernels/kernels_avx512.cc", "csrc/kernels/kernels_avx512_vnni.cc"]
 
 extra_compile_args = ["-O3", "-fvisibility=hidden", "-pthread"]
 extra_link_args = ["-pthread"]

@@ -19,9 +19,9 @@ Isa best_isa();
 Isa active_isa();
 void set_active_isa(const std::string& name);
 
-// Whether reduced-precision weights use the kernels with their format's dot-product instruction
-// (VNNI for int8, AVX512_BF16 for bf16) when the AVX-512 set is active and the CPU has it: by
-// default yes; tests switch them off to exercise the plain AVX-512 kernels.
+// Whether int8 weights use the kernels with VNNI's dot-product instruction when the AVX-512 set is
+// active and the CPU has it: by default yes; tests switch them off to exercise the plain AVX-512
+// int8 kernels.
 bool dot_enabled();
 void set_dot_enabled(bool enabled);
 

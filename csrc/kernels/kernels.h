@@ -98,7 +98,6 @@ namespace scalar { FASTLSTM_DECLARE_KERNEL_GETTERS }
 namespace avx2 { FASTLSTM_DECLARE_KERNEL_GETTERS }
 namespace avx512 { FASTLSTM_DECLARE_KERNEL_GETTERS }
 namespace avx512_vnni { const KernelTable<float, int8_t>& kernels_i8(); }
-namespace avx512_bf16 { const KernelTable<float, Bf16>& kernels_bf16(); }
 #undef FASTLSTM_DECLARE_KERNEL_GETTERS
 
 }  // namespace fastlstm

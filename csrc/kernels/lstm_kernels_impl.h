@@ -4,18 +4,17 @@
 //
 // A panel is kPanelWidth<T> hidden units = kVecsPerPanel registers.
 //
-// Weights stored as W other than T (bf16, int8) are widened to T as they are loaded (V::load has
-// one overload per stored type) and the arithmetic is T's: a bf16 kernel computes exactly what the
+// Weights stored as W other than T (bf16, int8) are widened to T as they are loaded (V::widen, a
+// k step at a time, see kernels.h) and the arithmetic is T's: a bf16 kernel computes exactly what the
 // T kernel computes on the bf16 values. int8 sums each group of kGroup k on its own, then adds it
 // times the group's scales, in the same order in every kernel, so that the bitwise independence of
 // the batch and the thread count carries over.
 //
 // Where the ISA has a dot-product instruction for the stored type (V::DotWeights: VNNI's vpdpbusd
-// for int8, AVX512_BF16's vdpbf16ps for bf16), each row of activations is first split in two parts
-// the instruction takes (split_row): int8 meets the row quantized to 16 bits as two bytes, summed
-// exactly in int32 per group, then converted and scaled as above; bf16 meets the row as the sum
-// of two bf16 (16 of float32's 24 bits). Two instructions per k step and vector of units. The GEMM
-// and the fused step split a row the same way and add in the same order: they still agree bitwise.
+// for int8), each row of activations is first quantized to 16 bits and split in two bytes
+// (split_row): two vpdpbusd per 4 k and vector of units, summed exactly in int32 per group, then
+// converted and scaled as above. The GEMM and the fused step split a row the same way and add in
+// the same order: they still agree bitwise.
 
 template <class V, typename W = typename V::T>
 struct Kernels {
@@ -37,7 +36,7 @@ struct Kernels {
     }
   }
   // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts (the
-  // dot-product kernels need three per row: the two parts' sums and the float one).
+  // dot-product kernels need three per row: the two parts' int32 sums and the float one).
   static constexpr int kRowTile = kDot ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
@@ -155,9 +154,8 @@ struct Kernels {
   // ------------------------------------------------------------------------ dot products
   static int64_t dot_steps(int64_t k) { return (k + kStep - 1) / kStep; }
 
-  // One row of activations split for the dot-product instruction: the high and the low part of
-  // k step q in words hi[q] and lo[q] (k padded with zeros to whole steps), and for int8 the
-  // row's scale.
+  // One row of activations split for the dot-product instruction: the high and the low bytes of
+  // k step q in words hi[q] and lo[q] (k padded with zeros to whole steps), and the row's scale.
   struct SplitRow {
     const uint32_t* hi;
     const uint32_t* lo;
@@ -165,78 +163,43 @@ struct Kernels {
   };
 
   // Splits a row of k values, writing step q's words at hi[q * stride] and lo[q * stride]; returns
-  // the row's scale (int8; 1 for bf16).
-  // int8: a[k] ~ scale * (256 * (hi byte - 128) + lo byte), the row rounded to integers in
-  // [-32767, 32767] of its largest magnitude: 16 bits keep the activations' rounding far below the
-  // int8 weights' (8 bits would be torch's error). A row holding inf or NaN gets a NaN scale, so its
-  // results are NaN as in float32.
-  // bf16: a[k] ~ hi + lo, hi = a rounded to bf16, lo = the remainder rounded to bf16.
+  // the row's scale: a[k] ~ scale * (256 * (hi byte - 128) + lo byte), the row rounded to integers
+  // in [-32767, 32767] of its largest magnitude. 16 bits keep the activations' rounding far below
+  // the int8 weights' (8 bits would be torch's error). A row holding inf or NaN gets a NaN scale, so
+  // its results are NaN as in float32.
   static T split_row(const T* a, int64_t k, uint32_t* hi, uint32_t* lo, int64_t stride) {
-    if constexpr (!kScaled) {
-      for (int64_t q = 0; q < dot_steps(k); ++q) {
-        uint32_t high = 0, low = 0;
-        for (int j = 0; j < kStep; ++j) {
-          const T value = 2 * q + j < k ? a[2 * q + j] : T(0);
-          const uint32_t top = to_bf16(value);
-          high |= top << (16 * j);
-          low |= uint32_t(to_bf16(value - from_bf16(top))) << (16 * j);
-        }
-        hi[q * stride] = high;
-        lo[q * stride] = low;
-      }
-      return T(1);
-    } else {
-      T largest = 0, poison = 0;
-      for (int64_t i = 0; i < k; ++i) {
-        const T magnitude = a[i] < 0 ? -a[i] : a[i];
-        largest = magnitude > largest ? magnitude : largest;
-        poison += a[i] * T(0);  // NaN if any value is inf or NaN
-      }
-      const T inverse = largest > 0 ? T(32767) / largest : T(0);
-      for (int64_t q = 0; q < dot_steps(k); ++q) {
-        uint32_t high = 0, low = 0;
-        for (int j = 0; j < kStep; ++j) {
-          const int64_t i = kStep * q + j;
-          const T scaled = i < k && largest > 0 && poison == 0 ? a[i] * inverse : T(0);
-          const int32_t value = static_cast<int32_t>(std::nearbyint(scaled));  // |scaled| <= 32767
-          low |= uint32_t(value & 0xFF) << (8 * j);
-          high |= uint32_t(((value >> 8) + 128) & 0xFF) << (8 * j);
-        }
-        hi[q * stride] = high;
-        lo[q * stride] = low;
-      }
-      return poison == 0 ? largest / T(32767) : poison;
+    static_assert(kScaled, "the dot-product kernels are int8's");
+    T largest = 0, poison = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      const T magnitude = a[i] < 0 ? -a[i] : a[i];
+      largest = magnitude > largest ? magnitude : largest;
+      poison += a[i] * T(0);  // NaN if any value is inf or NaN
     }
+    const T inverse = largest > 0 ? T(32767) / largest : T(0);
+    for (int64_t q = 0; q < dot_steps(k); ++q) {
+      uint32_t high = 0, low = 0;
+      for (int j = 0; j < kStep; ++j) {
+        const int64_t i = kStep * q + j;
+        const T scaled = i < k && largest > 0 && poison == 0 ? a[i] * inverse : T(0);
+        const int32_t value = static_cast<int32_t>(std::nearbyint(scaled));  // |scaled| <= 32767
+        low |= uint32_t(value & 0xFF) << (8 * j);
+        high |= uint32_t(((value >> 8) + 128) & 0xFF) << (8 * j);
+      }
+      hi[q * stride] = high;
+      lo[q * stride] = low;
+    }
+    return poison == 0 ? largest / T(32767) : poison;
   }
 
-  // float32 to bf16 bits, rounding to nearest even (a NaN stays a NaN); and back.
-  static uint32_t to_bf16(T value) {
-    uint32_t bits;
-    std::memcpy(&bits, &value, sizeof(bits));
-    if (value != value) return (bits >> 16) | 0x40;
-    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
-  }
-  static T from_bf16(uint32_t top) {
-    const uint32_t bits = top << 16;
-    T value;
-    std::memcpy(&value, &bits, sizeof(value));
-    return value;
-  }
-
-  // The sum of a group's two parts into acc: for int8, converted and times the weights' scales and
-  // the row's; for bf16, as it is.
+  // A group's dot product (its two parts) converted and times the weights' scales and the row's, into acc.
   template <class DReg>
   static Reg add_group(DReg high, DReg low, const int32_t* sums, const T* scales, T row_scale, Reg acc) {
-    if constexpr (kScaled) {
-      return V::fmadd(V::combine(high, low, sums), V::mul(V::load(scales), V::set1(row_scale)), acc);
-    } else {
-      return V::add(acc, V::add(high, low));
-    }
+    return V::fmadd(V::combine(high, low, sums), V::mul(V::load(scales), V::set1(row_scale)), acc);
   }
 
   // gemm_tile with the dot-product instruction, for R rows split by pack_rows (hi: the tile's high
-  // words, its low words R * kq further; a_scales: the rows' scales) and, for int8, the group sums
-  // of the weights beside their scales.
+  // words, its low words R * kq further; a_scales: the rows' scales) and the group sums of the
+  // weights beside their scales.
   template <int R>
   static void gemm_tile_dot(const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1, const W* w_k0,
                              const T* scales, const int32_t* sums, int64_t scale_stride, T* const* c, int64_t c_offset,
@@ -269,10 +232,8 @@ struct Kernels {
       for (int r = 0; r < R; ++r)
         for (int v = 0; v < kVecsPerPanel; ++v)
           acc[r][v] = add_group(high[r][v], low[r][v], sums + v * V::kWidth, scales + v * V::kWidth, a_scales[r], acc[r][v]);
-      if constexpr (kScaled) {
-        scales += scale_stride;
-        sums += scale_stride;
-      }
+      scales += scale_stride;
+      sums += scale_stride;
     }
     for (int r = 0; r < R; ++r) {
       T* out = c[r] + c_offset;
@@ -307,9 +268,9 @@ struct Kernels {
       zero_all(part);
       const int64_t w_gate = ((k0 + kKBlock < ks ? k0 + kKBlock : ks) - k0) * kPanel;
       const W* wk = w + p * w_panel + k0 * G * kPanel;
-      const int64_t first = kScaled ? (p * scale_groups(k) + k0 / kGroup) * G * kPanel : 0;
-      const T* s = kScaled ? scales + first : nullptr;
-      const int32_t* m = kScaled ? sums + first : nullptr;
+      const int64_t first = (p * scale_groups(k) + k0 / kGroup) * G * kPanel;
+      const T* s = scales + first;
+      const int32_t* m = sums + first;
       for (int64_t g0 = k0; g0 < k1; g0 += kGroup) {
         const int64_t g1 = g0 + kGroup < k1 ? g0 + kGroup : k1;
         DReg high[R][NP][G][kVecsPerPanel], low[R][NP][G][kVecsPerPanel];
@@ -339,13 +300,11 @@ struct Kernels {
             for (int g = 0; g < G; ++g)
               for (int v = 0; v < kVecsPerPanel; ++v) {
                 const int64_t at = q * s_panel + g * kPanel + v * V::kWidth;
-                part[r][q][g][v] = add_group(high[r][q][g][v], low[r][q][g][v], kScaled ? m + at : nullptr,
-                                             kScaled ? s + at : nullptr, a[r].scale, part[r][q][g][v]);
+                part[r][q][g][v] = add_group(high[r][q][g][v], low[r][q][g][v], m + at, s + at, a[r].scale,
+                                             part[r][q][g][v]);
               }
-        if constexpr (kScaled) {
-          s += G * kPanel;
-          m += G * kPanel;
-        }
+        s += G * kPanel;
+        m += G * kPanel;
       }
       for (int r = 0; r < R; ++r)
         for (int q = 0; q < NP; ++q)
@@ -418,7 +377,7 @@ struct Kernels {
             const int64_t kq = dot_steps(args.k);
             const uint32_t* hi = reinterpret_cast<const uint32_t*>(args.a_pack) + 2 * r0 * kq;
             const T* row_scales = args.a_pack + 2 * args.rows * kq + r0;
-            const int32_t* sums = kScaled ? args.w_sums + (scales - args.w_scales) : nullptr;
+            const int32_t* sums = args.w_sums + (scales - args.w_scales);
             gemm_any_tile_dot(height, hi, kq, row_scales, k0, k1, w, scales, sums, scale_stride, args.c + r0, c_offset,
                                next, lines);
           } else {
