@@ -19,7 +19,7 @@ from conftest import isa_params, make_torch_lstm, run_torch, torch
 
 import fastlstm
 from fastlstm import _core
-from fastlstm._quantize import INT8_GROUP, dequantize_matrix, quantize_matrix
+from fastlstm._quantize import INT8_GROUP, dequantize_matrix, packed_linear, quantize_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the trained-model recipe lives in the lab
 from trained_lstm import long_inputs, train_integrator  # noqa: E402
@@ -251,6 +251,9 @@ def test_packed_linear_in_both_formats():
     for packed, w in ((_core.PackedLinearBf16(bits, bias), dequantize_matrix(bits, None)),
                       (_core.PackedLinearI8(q, bias, scales), dequantize_matrix(q, scales))):
         np.testing.assert_allclose(packed.forward(x), x.astype(np.float64) @ w.T + bias, atol=VNNI_SAME_WEIGHTS_BOUND)
+    for scheme in SCHEMES:  # the helper whole models use
+        np.testing.assert_array_equal(packed_linear(weight, bias, scheme).forward(x),
+                                      {"bf16": _core.PackedLinearBf16(bits, bias), "int8": _core.PackedLinearI8(q, bias, scales)}[scheme].forward(x))
     with pytest.raises(ValueError, match="scales"):
         _core.PackedLinearI8(q, bias)
     with pytest.raises(ValueError, match="scales"):
