@@ -9,7 +9,9 @@
 // update is timed batch by batch in alternation, so both sides see the same moments.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <type_traits>

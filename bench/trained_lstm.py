@@ -25,6 +25,18 @@ def train_integrator(input_size: int = 8, hidden_size: int = 64, num_layers: int
     import torch
     from torch import nn
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: more threads only contend (10x slower on a busy 2-core host)
+    try:
+        return _train(input_size, hidden_size, num_layers, seq_len, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(input_size: int, hidden_size: int, num_layers: int, seq_len: int, steps: int, seed: int) -> Any:
+    import torch
+    from torch import nn
+
     torch.manual_seed(seed)
     lstm = nn.LSTM(input_size, hidden_size, num_layers)
     head = nn.Linear(hidden_size, 1)

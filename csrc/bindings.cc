@@ -566,8 +566,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); }, "The kernel set selected.");
   m.def("kernel_isas", [] { return py::make_tuple(active_kernels<float>().isa, active_kernels<double>().isa); },
         "The ISA each active kernel table (float32, float64) was built for, as the tables themselves say.");
-  m.def("_set_int8_vnni", &set_vnni_enabled, py::arg("enabled"),
-        "Tests only: whether int8 weights may use the AVX-512 VNNI kernels (where the CPU has VNNI).");
+  m.def("_set_dot_instructions", &set_dot_enabled, py::arg("enabled"),
+        "Tests only: whether int8 weights may use the AVX-512 VNNI kernels where the CPU has VNNI.");
   m.def("quantized_kernel_isas",
         [] { return py::make_tuple(active_kernels<float, Bf16>().isa, active_kernels<float, int8_t>().isa); },
         "The ISA each active reduced-precision table (bf16, int8 weights) was built for.");

@@ -23,15 +23,11 @@ bool cpu_supports(Isa isa) {
 
 std::atomic<int> g_active_isa{static_cast<int>(best_isa())};
 
-bool cpu_supports_vnni() {
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("avx512vnni") && cpu_supports(Isa::kAvx512);
-#else
-  return false;
+const bool g_cpu_has_vnni = cpu_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
 #endif
-}
 
-std::atomic<bool> g_vnni_enabled{cpu_supports_vnni()};
+std::atomic<bool> g_dot_enabled{true};
 
 }  // namespace
 
@@ -53,9 +49,9 @@ std::vector<Isa> supported_isas() {
 
 Isa best_isa() { return supported_isas().back(); }
 
-bool vnni_enabled() { return g_vnni_enabled.load(std::memory_order_relaxed); }
+bool dot_enabled() { return g_dot_enabled.load(std::memory_order_relaxed); }
 
-void set_vnni_enabled(bool enabled) { g_vnni_enabled.store(enabled && cpu_supports_vnni(), std::memory_order_relaxed); }
+void set_dot_enabled(bool enabled) { g_dot_enabled.store(enabled, std::memory_order_relaxed); }
 
 Isa active_isa() { return static_cast<Isa>(g_active_isa.load(std::memory_order_relaxed)); }
 
@@ -88,6 +84,9 @@ void set_active_isa(const std::string& name) {
 
 FASTLSTM_ACTIVE_TABLE(float, float, kernels_f32)
 FASTLSTM_ACTIVE_TABLE(double, double, kernels_f64)
+// bf16 has no kernels with AVX512_BF16's vdpbf16ps: on activations split in two bf16 (to keep
+// float32's accuracy) it costs two instructions per 32 multiply-adds, as the FMAs on widened
+// weights do, and measured no faster (docs/reduced_precision.md).
 FASTLSTM_ACTIVE_TABLE(float, Bf16, kernels_bf16)
 #undef FASTLSTM_ACTIVE_TABLE
 
@@ -97,8 +96,7 @@ template <>
 const KernelTable<float, int8_t>& active_kernels<float, int8_t>() {
   switch (active_isa()) {
 #if defined(__x86_64__)
-    case Isa::kAvx512:
-      return vnni_enabled() ? avx512_vnni::kernels_i8() : avx512::kernels_i8();
+    case Isa::kAvx512: return dot_enabled() && g_cpu_has_vnni ? avx512_vnni::kernels_i8() : avx512::kernels_i8();
     case Isa::kAvx2: return avx2::kernels_i8();
 #endif
     default: break;

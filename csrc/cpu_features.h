@@ -19,10 +19,11 @@ Isa best_isa();
 Isa active_isa();
 void set_active_isa(const std::string& name);
 
-// Whether int8 weights use the AVX-512 VNNI kernels when the AVX-512 set is active: by default
-// where the CPU has VNNI; tests switch them off to exercise the plain AVX-512 int8 kernels.
-bool vnni_enabled();
-void set_vnni_enabled(bool enabled);
+// Whether int8 weights use the kernels with VNNI's dot-product instruction when the AVX-512 set is
+// active and the CPU has it: by default yes; tests switch them off to exercise the plain AVX-512
+// int8 kernels.
+bool dot_enabled();
+void set_dot_enabled(bool enabled);
 
 // The active set's table for activations T and weights stored as W (float, double, or float with
 // Bf16 or int8_t weights).

@@ -280,3 +280,20 @@ def test_the_lab_is_not_importable_from_the_package() -> None:
     for name in LAB_MODULES:
         with pytest.raises(ModuleNotFoundError):
             __import__(f"fastlstm.bench.{name}")
+
+
+def test_weights_rows_and_their_peers() -> None:
+    import argparse
+
+    from fastlstm.bench.precision import precision_table, precision_variants, weights_list
+
+    assert weights_list("int8, fp32,int8") == ["int8", "fp32"]
+    with pytest.raises(argparse.ArgumentTypeError, match="fp32,bf16,int8"):
+        weights_list("fp16")
+    keys = [v.key for v in precision_variants(["bf16", "int8"], ["fastlstm", "torch", "ort"], 1)]
+    assert keys == ["torch", "ort", "fastlstm-bf16", "openvino", "fastlstm-int8", "torch-int8"]
+    reduced = [v for v in precision_variants(["fp32", "int8"], ["fastlstm"], 1) if v.key != "fastlstm"]
+    assert all(v.tolerance is None for v in reduced)  # reported, never a mismatch
+    case = one_case(TINY_CONFIG, {"fastlstm": 10.0, "ort": 20.0, "fastlstm-int8": 4.0, "torch-int8": 8.0})
+    row = precision_table([case], ["fp32", "int8"]).splitlines()[-1]
+    assert row.startswith(f"| {TINY_CONFIG} | 0.40 | 0.20 | 0.50 |")

@@ -19,7 +19,7 @@ from conftest import isa_params, make_torch_lstm, run_torch, torch
 
 import fastlstm
 from fastlstm import _core
-from fastlstm._quantize import INT8_GROUP, dequantize_matrix, quantize_matrix
+from fastlstm._quantize import INT8_GROUP, dequantize_matrix, packed_linear, quantize_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the trained-model recipe lives in the lab
 from trained_lstm import long_inputs, train_integrator  # noqa: E402
@@ -75,25 +75,25 @@ CASES, IDS = isa_params([(shape, scheme) for shape in SHAPES for scheme in SCHEM
 @pytest.fixture(params=[True, False], ids=["vnni", "no-vnni"])
 def int8_vnni(request):
     """int8 with the AVX-512 VNNI kernels (where the CPU has them) and with the plain ones."""
-    _core._set_int8_vnni(request.param)
+    _core._set_dot_instructions(request.param)
     try:
         yield request.param
     finally:
-        _core._set_int8_vnni(True)
+        _core._set_dot_instructions(True)
 
 
-def expected_kernel_isas(isa, scheme, vnni):
-    """The kernel set the forced ISA should give the scheme: AVX-512 int8 runs VNNI where available."""
-    _core._set_int8_vnni(vnni)
-    with_vnni = isa == "avx512" and scheme == "int8" and _core.quantized_kernel_isas()[1] == "avx512_vnni"
-    return isa + "_vnni" if with_vnni else isa
+def expected_kernel_isas(isa, scheme, dot):
+    """The kernel set the forced ISA should give the scheme: AVX-512 int8 runs VNNI where the CPU has it."""
+    _core._set_dot_instructions(dot)
+    name = _core.quantized_kernel_isas()[SCHEMES.index(scheme)]
+    return name if dot and isa == "avx512" and name == "avx512_vnni" else isa
 
 
 @pytest.mark.parametrize("isa,case", CASES, ids=IDS, indirect=["isa"])
 def test_each_isa_computes_the_rounded_weights(isa, case, int8_vnni):
     shape, scheme = case
     if scheme == "bf16" and not int8_vnni:
-        pytest.skip("VNNI concerns int8 alone")
+        pytest.skip("the switch concerns int8 alone")
     assert _core.quantized_kernel_isas()[SCHEMES.index(scheme)] == expected_kernel_isas(isa, scheme, int8_vnni)
     shape = dict(shape)
     steps, batch = shape.pop("steps"), shape.pop("batch")
@@ -106,8 +106,8 @@ def test_each_isa_computes_the_rounded_weights(isa, case, int8_vnni):
             np.testing.assert_array_equal(a, b)  # the same float32 arithmetic on the same values
     module = make_torch_lstm(**shape)
     module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()})
-    vnni = _core.quantized_kernel_isas()[1].endswith("vnni")
-    bound = VNNI_SAME_WEIGHTS_BOUND if scheme == "int8" and vnni else INT8_SAME_WEIGHTS_BOUND
+    dot = _core.quantized_kernel_isas()[SCHEMES.index(scheme)] == "avx512_vnni"
+    bound = VNNI_SAME_WEIGHTS_BOUND if dot else INT8_SAME_WEIGHTS_BOUND
     assert max_error(got, float64_outputs(module, x)) < bound
     # A single step (the input projection inside the fused step) agrees with the sequence's first step.
     out, (h, c) = model.step(x[0])
@@ -251,6 +251,9 @@ def test_packed_linear_in_both_formats():
     for packed, w in ((_core.PackedLinearBf16(bits, bias), dequantize_matrix(bits, None)),
                       (_core.PackedLinearI8(q, bias, scales), dequantize_matrix(q, scales))):
         np.testing.assert_allclose(packed.forward(x), x.astype(np.float64) @ w.T + bias, atol=VNNI_SAME_WEIGHTS_BOUND)
+    for scheme in SCHEMES:  # the helper whole models use
+        np.testing.assert_array_equal(packed_linear(weight, bias, scheme).forward(x),
+                                      {"bf16": _core.PackedLinearBf16(bits, bias), "int8": _core.PackedLinearI8(q, bias, scales)}[scheme].forward(x))
     with pytest.raises(ValueError, match="scales"):
         _core.PackedLinearI8(q, bias)
     with pytest.raises(ValueError, match="scales"):

@@ -27,6 +27,8 @@ IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 ISA_FLAGS: Dict[str, List[str]] = {
     "kernels_avx2.cc": ["-mavx2", "-mfma"],
     "kernels_avx512.cc": ["-mavx512f", "-mavx2", "-mfma", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+    "kernels_avx512_vnni.cc": ["-mavx512f", "-mavx512vnni", "-mavx2", "-mfma", "-Wno-uninitialized",
+                               "-Wno-maybe-uninitialized"],
 }
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-pthread"]
 MODULE_NAME = "_read_probe"

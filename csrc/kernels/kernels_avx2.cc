@@ -1,6 +1,7 @@
 // Kernels for AVX2 + FMA. Built with -mavx2 -mfma; only called after cpu_features says so.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../lstm_dims.h"

@@ -1,6 +1,7 @@
 // Kernels for AVX-512F. Built with -mavx512f; only called after cpu_features says so.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../lstm_dims.h"

@@ -2,6 +2,7 @@
 // cpu_features says the CPU has it. The other formats' AVX-512 kernels are in kernels_avx512.cc.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../lstm_dims.h"

@@ -1,6 +1,7 @@
 // The portable kernels: no ISA flags, so this path runs on any CPU.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../lstm_dims.h"

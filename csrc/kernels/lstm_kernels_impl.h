@@ -4,16 +4,17 @@
 //
 // A panel is kPanelWidth<T> hidden units = kVecsPerPanel registers.
 //
-// Weights stored as W other than T (bf16, int8) are widened to T as they are loaded (V::load has
-// one overload per stored type) and the arithmetic is T's: a bf16 kernel computes exactly what the
+// Weights stored as W other than T (bf16, int8) are widened to T as they are loaded (V::widen, a
+// k step at a time, see kernels.h) and the arithmetic is T's: a bf16 kernel computes exactly what the
 // T kernel computes on the bf16 values. int8 sums each group of kGroup k on its own, then adds it
 // times the group's scales, in the same order in every kernel, so that the bitwise independence of
 // the batch and the thread count carries over.
 //
-// With VNNI (V::kIntegerDot), int8 weights meet activations quantized per row to 16 bits, split
-// into two bytes (quantize_row): two vpdpbusd per 4 k and 16 units, summed exactly in int32 per
-// group, then converted and scaled as above. The GEMM and the fused step quantize a row the same
-// way and add its groups in the same order, so they still agree bitwise.
+// Where the ISA has a dot-product instruction for the stored type (V::DotWeights: VNNI's vpdpbusd
+// for int8), each row of activations is first quantized to 16 bits and split in two bytes
+// (split_row): two vpdpbusd per 4 k and vector of units, summed exactly in int32 per group, then
+// converted and scaled as above. The GEMM and the fused step split a row the same way and add in
+// the same order: they still agree bitwise.
 
 template <class V, typename W = typename V::T>
 struct Kernels {
@@ -24,47 +25,57 @@ struct Kernels {
   static constexpr bool kScaled = WeightFormat<W>::kScaled;
   static constexpr int64_t kGroup = WeightFormat<W>::kGroup;
   static constexpr int kStep = static_cast<int>(WeightFormat<W>::kKStep);  // k per 32-bit word of a unit
-  static constexpr bool kVnni = std::is_same_v<W, int8_t> && V::kIntegerDot;
+  static constexpr bool kDot = std::is_same_v<W, typename V::DotWeights>;
+  // Stored weights the GEMM widens once per block for all its row tiles (widen_block).
+  static constexpr bool kWidens = !std::is_same_v<W, T> && !kDot;
 
-  // One vector of units' weights for kStep consecutive k (from a run's word for those k), widened.
-  static void load_weights(const W* p, Reg (&w)[kStep]) {
-    if constexpr (kStep == 1) {
+  // The k step of weights stored as WP: kStep for W, 1 for weights already widened to T.
+  template <typename WP>
+  static constexpr int kStepOf = std::is_same_v<WP, W> ? kStep : 1;
+
+  // One vector of units' weights for S consecutive k (from a run's word for those k), widened.
+  template <typename WP, int S>
+  static void load_weights(const WP* p, Reg (&w)[S]) {
+    if constexpr (S == 1) {
       w[0] = V::load(p);
     } else {
       V::widen(p, w);
     }
   }
-  // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts (VNNI
-  // needs three per row: two int32 sums and the float one).
-  static constexpr int kRowTile = kVnni ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
+  // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts (the
+  // dot-product kernels need three per row: the two parts' int32 sums and the float one).
+  static constexpr int kRowTile = kDot ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
   static constexpr int64_t kMinTiledRows = 4;
 
   // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
-  // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk). Meanwhile
-  // it prefetches `prefetch_lines` cache lines from `prefetch` into L2, one per k step, so they
-  // arrive spread over the tile's FMAs. Every accumulator takes its k in order, whatever kStep.
-  template <int R>
-  static void multiply_add_tile(int64_t n, const W* wk, const T* ak, const char*& prefetch, int64_t& prefetch_lines,
+  // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk; stored
+  // weights W, or weights widened to T by widen_block). Meanwhile it prefetches `prefetch_lines`
+  // cache lines from `prefetch` into L2, one per k step, so they arrive spread over the tile's
+  // FMAs. Every accumulator takes its k in order, whatever the k step.
+  template <int R, typename WP>
+  static void multiply_add_tile(int64_t n, const WP* wk, const T* ak, const char*& prefetch, int64_t& prefetch_lines,
                                 Reg (&acc)[R][kVecsPerPanel]) {
+    constexpr int S = kStepOf<WP>;
     int64_t k = 0;
 #pragma GCC unroll 4
-    for (; k + kStep <= n; k += kStep, wk += kPanel * kStep, ak += R * kStep) {
+    for (; k + S <= n; k += S, wk += kPanel * S, ak += R * S) {
       if (prefetch_lines > 0) {
         __builtin_prefetch(prefetch, 0, 2);
         prefetch += 64;
         --prefetch_lines;
       }
-      tile_step<R>(kStep, wk, ak, acc);
+      tile_step<R>(S, wk, ak, acc);
     }
     if (k < n) tile_step<R>(static_cast<int>(n - k), wk, ak, acc);  // the stored padding past n is not read as k
   }
 
-  // The first `steps` (<= kStep) k of one k step of multiply_add_tile.
-  template <int R>
-  static void tile_step(int steps, const W* wk, const T* ak, Reg (&acc)[R][kVecsPerPanel]) {
-    Reg wv[kVecsPerPanel][kStep];
-    for (int v = 0; v < kVecsPerPanel; ++v) load_weights(wk + v * V::kWidth * kStep, wv[v]);
+  // The first `steps` (<= the k step) k of one k step of multiply_add_tile.
+  template <int R, typename WP>
+  static void tile_step(int steps, const WP* wk, const T* ak, Reg (&acc)[R][kVecsPerPanel]) {
+    constexpr int S = kStepOf<WP>;
+    Reg wv[kVecsPerPanel][S];
+    for (int v = 0; v < kVecsPerPanel; ++v) load_weights(wk + v * V::kWidth * S, wv[v]);
     for (int s = 0; s < steps; ++s)
       for (int r = 0; r < R; ++r) {
         Reg b = V::set1(ak[s * R + r]);
@@ -75,9 +86,9 @@ struct Kernels {
   // c[r][c_offset ..] += sum over k in [k0, k1) of a[k][r] * w_k, for `R` rows of one packed A
   // tile (k-major, R values per k) and one panel of one gate, whose weights for k0 start at w_k0
   // and, for int8, whose scales for k0's group start at `scales`, the next group's `scale_stride`
-  // further.
-  template <int R>
-  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const W* w_k0, const T* scales, int64_t scale_stride,
+  // further. The weights are stored ones (W) or a block widen_block widened (T).
+  template <int R, typename WP>
+  static void gemm_tile(const T* a, int64_t k0, int64_t k1, const WP* w_k0, const T* scales, int64_t scale_stride,
                         T* const* c, int64_t c_offset, const char* prefetch = nullptr, int64_t prefetch_lines = 0) {
     Reg acc[R][kVecsPerPanel];
     for (int r = 0; r < R; ++r)
@@ -114,17 +125,17 @@ struct Kernels {
   // instead of juggling a register per row (twelve row pointers would not fit in x86's GPRs).
   static void pack_rows(const GemmArgs<T, W>& args) {
     const int64_t tiles = row_tiles(args.rows);
-    if constexpr (kVnni) {
-      // Per tile, its rows' high words then low words, quad after quad (height words per quad),
-      // beside every row's scale: 2 * rows * quads + rows values of a_pack.
-      const int64_t kq = quads(args.k);
+    if constexpr (kDot) {
+      // Per tile, its rows' high words then low words, k step after k step (height words per
+      // step), beside every row's scale: 2 * rows * dot_steps + rows values of a_pack.
+      const int64_t kq = dot_steps(args.k);
       uint32_t* words = reinterpret_cast<uint32_t*>(args.a_pack);
       T* row_scales = args.a_pack + 2 * args.rows * kq;
       for (int64_t i = 0; i < tiles; ++i) {
         const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
         uint32_t* hi = words + 2 * r0 * kq;
         for (int64_t r = 0; r < height; ++r)
-          row_scales[r0 + r] = quantize_row(args.a[r0 + r], args.k, hi + r, hi + height * kq + r, height);
+          row_scales[r0 + r] = split_row(args.a[r0 + r], args.k, hi + r, hi + height * kq + r, height);
       }
       return;
     }
@@ -139,8 +150,8 @@ struct Kernels {
   }
 
   // One tile of `height` rows, with the micro-kernel built for exactly that height.
-  template <int R = kRowTile>
-  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const W* w_k0, const T* scales,
+  template <int R = kRowTile, typename WP>
+  static void gemm_any_tile(int64_t height, const T* a, int64_t k0, int64_t k1, const WP* w_k0, const T* scales,
                             int64_t scale_stride, T* const* c, int64_t c_offset, const char* prefetch,
                             int64_t prefetch_lines) {
     if constexpr (R > 1) {
@@ -150,22 +161,37 @@ struct Kernels {
     gemm_tile<R>(a, k0, k1, w_k0, scales, scale_stride, c, c_offset, prefetch, prefetch_lines);
   }
 
-  // ----------------------------------------------------------------------------------- VNNI
-  static int64_t quads(int64_t k) { return (k + 3) / 4; }
+  // A gate's block of stored weights (n k from w, n a whole number of k steps) widened once into
+  // float k-major runs, the T layout: every row tile of a GEMM then reads T weights instead of
+  // widening them again (with AVX2 and 32 rows, six times: bf16 took 1.26x and int8 2.1x float32's
+  // time at batch 32). The same values in the same order, so the results do not change.
+  static void widen_block(const W* w, int64_t n, T* slab) {
+    for (int64_t k = 0; k < n; k += kStep, w += kPanel * kStep)
+      for (int v = 0; v < kVecsPerPanel; ++v) {
+        Reg wv[kStep];
+        load_weights(w + v * V::kWidth * kStep, wv);
+        for (int s = 0; s < kStep; ++s) V::store(slab + (k + s) * kPanel + v * V::kWidth, wv[s]);
+      }
+  }
 
-  // One row's activations quantized for vpdpbusd: a[k] ~ scale * (256 * (hi byte - 128) + lo byte),
-  // the bytes of k, k+1, k+2, k+3 in one word each (k padded with zeros to whole quads).
-  struct QuantRow {
+  // ------------------------------------------------------------------------ dot products
+  static int64_t dot_steps(int64_t k) { return (k + kStep - 1) / kStep; }
+
+  // One row of activations split for the dot-product instruction: the high and the low bytes of
+  // k step q in words hi[q] and lo[q] (k padded with zeros to whole steps), and the row's scale.
+  struct SplitRow {
     const uint32_t* hi;
     const uint32_t* lo;
     T scale;
   };
 
-  // Quantizes a row of k values to integers in [-32767, 32767] of its largest magnitude, writing
-  // quad q's words at hi[q * stride] and lo[q * stride]; returns the scale. 16 bits keep the
-  // activations' rounding far below the int8 weights' (8 bits would be torch's error). A row
-  // holding inf or NaN gets a NaN scale, so its results are NaN as in float32.
-  static T quantize_row(const T* a, int64_t k, uint32_t* hi, uint32_t* lo, int64_t stride) {
+  // Splits a row of k values, writing step q's words at hi[q * stride] and lo[q * stride]; returns
+  // the row's scale: a[k] ~ scale * (256 * (hi byte - 128) + lo byte), the row rounded to integers
+  // in [-32767, 32767] of its largest magnitude. 16 bits keep the activations' rounding far below
+  // the int8 weights' (8 bits would be torch's error). A row holding inf or NaN gets a NaN scale, so
+  // its results are NaN as in float32.
+  static T split_row(const T* a, int64_t k, uint32_t* hi, uint32_t* lo, int64_t stride) {
+    static_assert(kScaled, "the dot-product kernels are int8's");
     T largest = 0, poison = 0;
     for (int64_t i = 0; i < k; ++i) {
       const T magnitude = a[i] < 0 ? -a[i] : a[i];
@@ -173,10 +199,10 @@ struct Kernels {
       poison += a[i] * T(0);  // NaN if any value is inf or NaN
     }
     const T inverse = largest > 0 ? T(32767) / largest : T(0);
-    for (int64_t q = 0; q < quads(k); ++q) {
+    for (int64_t q = 0; q < dot_steps(k); ++q) {
       uint32_t high = 0, low = 0;
-      for (int j = 0; j < 4; ++j) {
-        const int64_t i = 4 * q + j;
+      for (int j = 0; j < kStep; ++j) {
+        const int64_t i = kStep * q + j;
         const T scaled = i < k && largest > 0 && poison == 0 ? a[i] * inverse : T(0);
         const int32_t value = static_cast<int32_t>(std::nearbyint(scaled));  // |scaled| <= 32767
         low |= uint32_t(value & 0xFF) << (8 * j);
@@ -188,31 +214,38 @@ struct Kernels {
     return poison == 0 ? largest / T(32767) : poison;
   }
 
-  // gemm_tile with VNNI, for R rows packed by pack_rows (hi: the tile's high words, its low words
-  // R * kq further; a_scales: the rows' scales) and the group sums of the weights beside their scales.
+  // A group's dot product (its two parts) converted and times the weights' scales and the row's, into acc.
+  template <class DReg>
+  static Reg add_group(DReg high, DReg low, const int32_t* sums, const T* scales, T row_scale, Reg acc) {
+    return V::fmadd(V::combine(high, low, sums), V::mul(V::load(scales), V::set1(row_scale)), acc);
+  }
+
+  // gemm_tile with the dot-product instruction, for R rows split by pack_rows (hi: the tile's high
+  // words, its low words R * kq further; a_scales: the rows' scales) and the group sums of the
+  // weights beside their scales.
   template <int R>
-  static void gemm_tile_vnni(const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1, const W* w_k0,
+  static void gemm_tile_dot(const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1, const W* w_k0,
                              const T* scales, const int32_t* sums, int64_t scale_stride, T* const* c, int64_t c_offset,
                              const char* prefetch, int64_t prefetch_lines) {
-    using IReg = typename V::IReg;
+    using DReg = typename V::DReg;
     const uint32_t* lo = hi + R * kq;
     Reg acc[R][kVecsPerPanel];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < kVecsPerPanel; ++v) acc[r][v] = V::zero();
-    for (int64_t g0 = k0; g0 < k1; g0 += kGroup, scales += scale_stride, sums += scale_stride) {
+    for (int64_t g0 = k0; g0 < k1; g0 += kGroup) {
       const int64_t g1 = k1 - g0 < kGroup ? k1 : g0 + kGroup;
-      IReg high[R][kVecsPerPanel], low[R][kVecsPerPanel];
+      DReg high[R][kVecsPerPanel], low[R][kVecsPerPanel];
       for (int r = 0; r < R; ++r)
-        for (int v = 0; v < kVecsPerPanel; ++v) high[r][v] = low[r][v] = V::izero();
+        for (int v = 0; v < kVecsPerPanel; ++v) high[r][v] = low[r][v] = V::dzero();
       const W* wq = w_k0 + (g0 - k0) * kPanel;
-      for (int64_t q = g0 / 4; q < quads(g1); ++q, wq += kPanel * 4) {
+      for (int64_t q = g0 / kStep; q < dot_steps(g1); ++q, wq += kPanel * kStep) {
         if (prefetch_lines > 0) {
           __builtin_prefetch(prefetch, 0, 2);
           prefetch += 64;
           --prefetch_lines;
         }
-        IReg wv[kVecsPerPanel];
-        for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load_quads(wq + v * V::kWidth * 4);
+        DReg wv[kVecsPerPanel];
+        for (int v = 0; v < kVecsPerPanel; ++v) wv[v] = V::load_dot(wq + v * V::kWidth * kStep);
         for (int r = 0; r < R; ++r)
           for (int v = 0; v < kVecsPerPanel; ++v) {
             high[r][v] = V::dot_add(high[r][v], hi[q * R + r], wv[v]);
@@ -221,8 +254,9 @@ struct Kernels {
       }
       for (int r = 0; r < R; ++r)
         for (int v = 0; v < kVecsPerPanel; ++v)
-          acc[r][v] = V::fmadd(V::combine(high[r][v], low[r][v], sums + v * V::kWidth),
-                               V::mul(V::load(scales + v * V::kWidth), V::set1(a_scales[r])), acc[r][v]);
+          acc[r][v] = add_group(high[r][v], low[r][v], sums + v * V::kWidth, scales + v * V::kWidth, a_scales[r], acc[r][v]);
+      scales += scale_stride;
+      sums += scale_stride;
     }
     for (int r = 0; r < R; ++r) {
       T* out = c[r] + c_offset;
@@ -231,22 +265,23 @@ struct Kernels {
   }
 
   template <int R = kRowTile>
-  static void gemm_any_tile_vnni(int64_t height, const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1,
+  static void gemm_any_tile_dot(int64_t height, const uint32_t* hi, int64_t kq, const T* a_scales, int64_t k0, int64_t k1,
                                  const W* w_k0, const T* scales, const int32_t* sums, int64_t scale_stride, T* const* c,
                                  int64_t c_offset, const char* prefetch, int64_t prefetch_lines) {
     if constexpr (R > 1) {
       if (height < R)
-        return gemm_any_tile_vnni<R - 1>(height, hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset,
+        return gemm_any_tile_dot<R - 1>(height, hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset,
                                          prefetch, prefetch_lines);
     }
-    gemm_tile_vnni<R>(hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset, prefetch, prefetch_lines);
+    gemm_tile_dot<R>(hi, kq, a_scales, k0, k1, w_k0, scales, sums, scale_stride, c, c_offset, prefetch, prefetch_lines);
   }
 
-  // add_blocks with VNNI, on quantized rows: the same sums as gemm_tile_vnni, in the same order.
+  // add_blocks with the dot-product instruction, on split rows: the same sums as gemm_tile_dot, in
+  // the same order.
   template <int G, int NP, int R>
-  static void add_blocks_vnni(const QuantRow* a, int64_t k, const W* w, const T* scales, const int32_t* sums, int64_t p,
-                              Reg (&acc)[R][NP][G][kVecsPerPanel]) {
-    using IReg = typename V::IReg;
+  static void add_blocks_dot(const SplitRow* a, int64_t k, const W* w, const T* scales, const int32_t* sums, int64_t p,
+                             Reg (&acc)[R][NP][G][kVecsPerPanel]) {
+    using DReg = typename V::DReg;
     const int64_t ks = stored_k<W>(k);
     const int64_t w_panel = ks * G * kPanel;
     const int64_t s_panel = scale_groups(k) * G * kPanel;
@@ -259,15 +294,15 @@ struct Kernels {
       const int64_t first = (p * scale_groups(k) + k0 / kGroup) * G * kPanel;
       const T* s = scales + first;
       const int32_t* m = sums + first;
-      for (int64_t g0 = k0; g0 < k1; g0 += kGroup, s += G * kPanel, m += G * kPanel) {
+      for (int64_t g0 = k0; g0 < k1; g0 += kGroup) {
         const int64_t g1 = g0 + kGroup < k1 ? g0 + kGroup : k1;
-        IReg high[R][NP][G][kVecsPerPanel], low[R][NP][G][kVecsPerPanel];
+        DReg high[R][NP][G][kVecsPerPanel], low[R][NP][G][kVecsPerPanel];
         for (int r = 0; r < R; ++r)
           for (int q = 0; q < NP; ++q)
             for (int g = 0; g < G; ++g)
-              for (int v = 0; v < kVecsPerPanel; ++v) high[r][q][g][v] = low[r][q][g][v] = V::izero();
+              for (int v = 0; v < kVecsPerPanel; ++v) high[r][q][g][v] = low[r][q][g][v] = V::dzero();
         const W* wq = wk + (g0 - k0) * kPanel;
-        for (int64_t quad = g0 / 4; quad < quads(g1); ++quad, wq += kPanel * 4) {
+        for (int64_t quad = g0 / kStep; quad < dot_steps(g1); ++quad, wq += kPanel * kStep) {
           uint32_t h[R], l[R];
           for (int r = 0; r < R; ++r) {
             h[r] = a[r].hi[quad];
@@ -276,7 +311,7 @@ struct Kernels {
           for (int q = 0; q < NP; ++q)
             for (int g = 0; g < G; ++g)
               for (int v = 0; v < kVecsPerPanel; ++v) {
-                const IReg wv = V::load_quads(wq + q * w_panel + g * w_gate + v * V::kWidth * 4);
+                const DReg wv = V::load_dot(wq + q * w_panel + g * w_gate + v * V::kWidth * kStep);
                 for (int r = 0; r < R; ++r) {
                   high[r][q][g][v] = V::dot_add(high[r][q][g][v], h[r], wv);
                   low[r][q][g][v] = V::dot_add(low[r][q][g][v], l[r], wv);
@@ -288,9 +323,11 @@ struct Kernels {
             for (int g = 0; g < G; ++g)
               for (int v = 0; v < kVecsPerPanel; ++v) {
                 const int64_t at = q * s_panel + g * kPanel + v * V::kWidth;
-                part[r][q][g][v] = V::fmadd(V::combine(high[r][q][g][v], low[r][q][g][v], m + at),
-                                            V::mul(V::load(s + at), V::set1(a[r].scale)), part[r][q][g][v]);
+                part[r][q][g][v] = add_group(high[r][q][g][v], low[r][q][g][v], m + at, s + at, a[r].scale,
+                                             part[r][q][g][v]);
               }
+        s += G * kPanel;
+        m += G * kPanel;
       }
       for (int r = 0; r < R; ++r)
         for (int q = 0; q < NP; ++q)
@@ -299,12 +336,12 @@ struct Kernels {
     }
   }
 
-  // Quantizes `rows` rows of k values into scratch (2 * quads(k) words each); returns the next free value.
-  static T* quantize_rows(const T* const* a, int64_t rows, int64_t k, T* scratch, QuantRow* out) {
-    const int64_t kq = quads(k);
+  // Splits `rows` rows of k values into scratch (2 * dot_steps(k) words each); returns the next free value.
+  static T* split_rows(const T* const* a, int64_t rows, int64_t k, T* scratch, SplitRow* out) {
+    const int64_t kq = dot_steps(k);
     for (int64_t r = 0; r < rows; ++r) {
       uint32_t* hi = reinterpret_cast<uint32_t*>(scratch) + 2 * r * kq;
-      out[r] = {hi, hi + kq, quantize_row(a[r], k, hi, hi + kq, 1)};
+      out[r] = {hi, hi + kq, split_row(a[r], k, hi, hi + kq, 1)};
     }
     return scratch + 2 * rows * kq;
   }
@@ -356,16 +393,24 @@ struct Kernels {
         const W* w = block + g * stored * kPanel;  // this gate's part of the block, k after k
         const T* scales = kScaled ? block_scales + g * kPanel : nullptr;
         const int64_t c_offset = (p * args.gates + g) * kPanel;
+        [[maybe_unused]] alignas(64) T slab[kWidens ? kKBlock * kPanel : 1];
+        const bool widened = kWidens && tiles > 1;  // one tile reads each weight once anyway
+        if constexpr (kWidens) {
+          if (widened) widen_block(w, stored, slab);
+        }
         for (int64_t i = 0; i < tiles; ++i) {
           const int64_t lines = lines_per_tile < lines_left ? lines_per_tile : lines_left;
           const int64_t r0 = tile_start(args.rows, tiles, i), height = tile_start(args.rows, tiles, i + 1) - r0;
-          if constexpr (kVnni) {
-            const int64_t kq = quads(args.k);
+          if constexpr (kDot) {
+            const int64_t kq = dot_steps(args.k);
             const uint32_t* hi = reinterpret_cast<const uint32_t*>(args.a_pack) + 2 * r0 * kq;
             const T* row_scales = args.a_pack + 2 * args.rows * kq + r0;
             const int32_t* sums = args.w_sums + (scales - args.w_scales);
-            gemm_any_tile_vnni(height, hi, kq, row_scales, k0, k1, w, scales, sums, scale_stride, args.c + r0, c_offset,
+            gemm_any_tile_dot(height, hi, kq, row_scales, k0, k1, w, scales, sums, scale_stride, args.c + r0, c_offset,
                                next, lines);
+          } else if (widened) {
+            gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, static_cast<const T*>(slab), scales,
+                          scale_stride, args.c + r0, c_offset, next, lines);
           } else {
             gemm_any_tile(height, args.a_pack + r0 * args.k, k0, k1, w, scales, scale_stride, args.c + r0, c_offset,
                           next, lines);
@@ -507,14 +552,14 @@ struct Kernels {
     constexpr int NP = kRowPanels<G>;
     for (int64_t r = 0; r < args.rows; ++r) {
       T* c = args.c[r];
-      [[maybe_unused]] QuantRow quantized{};
-      if constexpr (kVnni) quantize_rows(&args.a[r], 1, args.k, args.a_pack, &quantized);
+      [[maybe_unused]] SplitRow split{};
+      if constexpr (kDot) split_rows(&args.a[r], 1, args.k, args.a_pack, &split);
       auto pass = [&](auto panels, int64_t p) {
         constexpr int N = decltype(panels)::value;
         Reg acc[1][N][G][kVecsPerPanel];
         load_accumulators<G, N, 1>(&args.c[r], nullptr, p, acc);
-        if constexpr (kVnni) {
-          add_blocks_vnni<G, N, 1>(&quantized, args.k, args.w, args.w_scales, args.w_sums, p, acc);
+        if constexpr (kDot) {
+          add_blocks_dot<G, N, 1>(&split, args.k, args.w, args.w_scales, args.w_sums, p, acc);
         } else {
           add_blocks<G, N, 1>(&args.a[r], args.k, args.w, args.w_scales, p, acc);
         }
@@ -532,8 +577,8 @@ struct Kernels {
   // vector registers (4 with AVX-512's 32, 1 with AVX2's 16). A single row instead takes several
   // panels at once for enough independent FMA chains.
   static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
-  // With VNNI each row keeps two int32 sums per accumulator besides the float ones: two rows.
-  static constexpr int kFusedRows = kVnni ? 2 : kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
+  // With dot-product instructions each row keeps two sums per accumulator besides the float one: two rows.
+  static constexpr int kFusedRows = kDot ? 2 : kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
 
   // Panels whose cell updates the fused step holds back and runs together: enough independent
   // activation vectors to keep the FP units busy, few enough that their pre-activations stay in L1.
@@ -550,11 +595,11 @@ struct Kernels {
     alignas(64) T deferred[kDeferredPanels][R][kGates * kPanel];  // pre-activations, packed z layout
     int64_t deferred_panel[kDeferredPanels];
     int pending = 0;
-    // VNNI: the rows' activations, quantized once for the whole sweep.
-    [[maybe_unused]] QuantRow quantized_x[R], quantized_h[R];
-    if constexpr (kVnni) {
-      T* free = quantize_rows(args.h_prev + r0, R, args.k, args.scratch, quantized_h);
-      if (args.x != nullptr) quantize_rows(args.x + r0, R, args.k_in, free, quantized_x);
+    // Dot-product kernels: the rows' activations, split once for the whole sweep.
+    [[maybe_unused]] SplitRow split_x[R], split_h[R];
+    if constexpr (kDot) {
+      T* free = split_rows(args.h_prev + r0, R, args.k, args.scratch, split_h);
+      if (args.x != nullptr) split_rows(args.x + r0, R, args.k_in, free, split_x);
     }
     auto update_deferred = [&]() {
       for (int i = 0; i < pending; ++i)
@@ -573,16 +618,16 @@ struct Kernels {
       if (args.x != nullptr) {
         // The input projection rides along, summed in the same order as its GEMM would.
         load_accumulators<kGates, N, R>(nullptr, args.bias, p, acc);
-        if constexpr (kVnni) {
-          add_blocks_vnni<kGates, N, R>(quantized_x, args.k_in, args.w_ih, args.w_ih_scales, args.w_ih_sums, p, acc);
+        if constexpr (kDot) {
+          add_blocks_dot<kGates, N, R>(split_x, args.k_in, args.w_ih, args.w_ih_scales, args.w_ih_sums, p, acc);
         } else {
           add_blocks<kGates, N, R>(args.x + r0, args.k_in, args.w_ih, args.w_ih_scales, p, acc);
         }
       } else {
         load_accumulators<kGates, N, R>(args.z + r0, nullptr, p, acc);
       }
-      if constexpr (kVnni) {
-        add_blocks_vnni<kGates, N, R>(quantized_h, args.k, args.w_hh, args.w_hh_scales, args.w_hh_sums, p, acc);
+      if constexpr (kDot) {
+        add_blocks_dot<kGates, N, R>(split_h, args.k, args.w_hh, args.w_hh_scales, args.w_hh_sums, p, acc);
       } else {
         add_blocks<kGates, N, R>(args.h_prev + r0, args.k, args.w_hh, args.w_hh_scales, p, acc);
       }

@@ -12,7 +12,7 @@ struct VecAvx2F32 {
   using Reg = __m256;
   static constexpr int kWidth = 8;
   static constexpr int kRegisters = 16;  // architectural vector registers
-  static constexpr bool kIntegerDot = false;  // no VNNI
+  using DotWeights = void;  // no dot-product instruction
   static Reg zero() { return _mm256_setzero_ps(); }
   static Reg set1(T v) { return _mm256_set1_ps(v); }
   static Reg load(const T* p) { return _mm256_loadu_ps(p); }
@@ -55,7 +55,7 @@ struct VecAvx2F64 {
   using Reg = __m256d;
   static constexpr int kWidth = 4;
   static constexpr int kRegisters = 16;  // architectural vector registers
-  static constexpr bool kIntegerDot = false;  // no VNNI
+  using DotWeights = void;  // no dot-product instruction
   static Reg zero() { return _mm256_setzero_pd(); }
   static Reg set1(T v) { return _mm256_set1_pd(v); }
   static Reg load(const T* p) { return _mm256_loadu_pd(p); }

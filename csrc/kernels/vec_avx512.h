@@ -14,7 +14,7 @@ struct VecAvx512F32 {
   using Reg = __m512;
   static constexpr int kWidth = 16;
   static constexpr int kRegisters = 32;  // architectural vector registers
-  static constexpr bool kIntegerDot = false;  // no VNNI (see vec_avx512_vnni.h)
+  using DotWeights = void;  // no dot-product instruction (see vec_avx512_vnni.h)
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg set1(T v) { return _mm512_set1_ps(v); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
@@ -57,7 +57,7 @@ struct VecAvx512F64 {
   using Reg = __m512d;
   static constexpr int kWidth = 8;
   static constexpr int kRegisters = 32;  // architectural vector registers
-  static constexpr bool kIntegerDot = false;  // no VNNI (see vec_avx512_vnni.h)
+  using DotWeights = void;  // no dot-product instruction (see vec_avx512_vnni.h)
   static Reg zero() { return _mm512_setzero_pd(); }
   static Reg set1(T v) { return _mm512_set1_pd(v); }
   static Reg load(const T* p) { return _mm512_loadu_pd(p); }

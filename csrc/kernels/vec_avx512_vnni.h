@@ -9,17 +9,17 @@
 #include "vec_avx512.h"
 
 struct VecAvx512Vnni : VecAvx512F32 {
-  static constexpr bool kIntegerDot = true;
-  using IReg = __m512i;
-  static IReg izero() { return _mm512_setzero_si512(); }
+  using DotWeights = int8_t;
+  using DReg = __m512i;
+  static DReg dzero() { return _mm512_setzero_si512(); }
   // One vector of units' int8 weights for 4 consecutive k (the int8 quad layout, kernels.h).
-  static IReg load_quads(const int8_t* p) { return _mm512_loadu_si512(p); }
+  static DReg load_dot(const int8_t* p) { return _mm512_loadu_si512(p); }
   // acc += in each lane: the 4 unsigned bytes of `a` times the lane's 4 signed weight bytes.
-  static IReg dot_add(IReg acc, uint32_t a, IReg w) { return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(int32_t(a)), w); }
+  static DReg dot_add(DReg acc, uint32_t a, DReg w) { return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(int32_t(a)), w); }
   // 256 * (hi - 128 * sums) + lo as floats: the dot product of the weights with activations split
-  // into a high byte stored plus 128 and a low byte (Kernels::quantize_row). Exact in int32.
-  static Reg combine(IReg hi, IReg lo, const int32_t* sums) {
-    const IReg centred = _mm512_sub_epi32(hi, _mm512_slli_epi32(_mm512_loadu_si512(sums), 7));
+  // into a high byte stored plus 128 and a low byte (Kernels::split_row). Exact in int32.
+  static Reg combine(DReg hi, DReg lo, const int32_t* sums) {
+    const DReg centred = _mm512_sub_epi32(hi, _mm512_slli_epi32(_mm512_loadu_si512(sums), 7));
     return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(centred, 8), lo));
   }
 };

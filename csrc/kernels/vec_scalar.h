@@ -20,7 +20,7 @@ struct VecScalar {
   static constexpr int kMantissaBits = sizeof(T) == 4 ? 23 : 52;
   static constexpr int kWidth = 1;
   static constexpr int kRegisters = 16;  // architectural vector registers
-  static constexpr bool kIntegerDot = false;  // no VNNI
+  using DotWeights = void;  // no dot-product instruction
   static Reg zero() { return Reg(0); }
   static Reg set1(T v) { return v; }
   static Reg load(const T* p) { return *p; }
