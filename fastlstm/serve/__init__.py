@@ -1,0 +1,16 @@
+"""`fastlstm serve`: a model behind HTTP on uvicorn (Starlette), requests merged by fastlstm.Batcher.
+
+Needs the `serve` extra: `pip install "fastlstm[serve]"`. `create_app(ServeConfig(...))` gives the
+ASGI app for any ASGI server; `fastlstm serve --help` runs it on uvicorn.
+"""
+
+from .config import BUNDLED_MODEL, ServeConfig
+
+__all__ = ["BUNDLED_MODEL", "ServeConfig", "create_app"]
+
+
+def create_app(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """`fastlstm.serve.app.create_app`, imported on first use (Starlette is an optional extra)."""
+    from .app import create_app as create
+
+    return create(*args, **kwargs)
