@@ -183,3 +183,11 @@ def test_sigterm_lets_requests_in_flight_finish() -> None:
     finally:
         stop(server)
         log.close()
+
+
+def test_worker_processes_each_serve_the_model(lstm_file: Path) -> None:
+    model = fastlstm.load(str(lstm_file))
+    x = np.ones((4, 3), np.float32)
+    with running_server(str(lstm_file), "--workers", "2") as server:
+        for _ in range(6):  # spread over both workers by the kernel's accept queue
+            assert server.predict_npy(x)["output"].tobytes() == model(x)[0].tobytes()
