@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, List
+import resource
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
 import lab_options
-from concurrency import Clients, LoadResult, measure_load, positive_int_list
+from concurrency import Clients, ClientRun, LoadResult, positive_int_list, run_clients
 from fastlstm.bench import report
 from fastlstm.bench.cli import EXIT_MISMATCH, positive_float, positive_int, progress, publish, run_info
 from fastlstm.bench.configs import CONFIGS_BY_NAME
@@ -77,6 +78,29 @@ def check_bitwise(model: Any, batcher: Any, seed: int) -> bool:
     return True
 
 
+def cpu_seconds() -> float:
+    """CPU time used by this process so far (every thread, user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_ways(engines: Dict[str, Clients], clients: int, seconds: float) -> Dict[str, Tuple[LoadResult, float]]:
+    """Each way gets `seconds` in two halves, A B C ... C B A; its load and the process's CPU seconds
+    per request. The machine is shared, so requests per CPU-second is the cost of a request whatever
+    else runs, while requests per second also depends on how much of the machine the process gets."""
+    runs: Dict[str, List[ClientRun]] = {name: [] for name in engines}
+    cpu: Dict[str, float] = {name: 0.0 for name in engines}
+    for name in list(engines) + list(reversed(engines)):
+        before = cpu_seconds()
+        runs[name].append(run_clients(engines[name], clients, seconds / 2))
+        cpu[name] += cpu_seconds() - before
+    measured = {}
+    for name, engine_runs in runs.items():
+        load = LoadResult.from_runs(engine_runs)
+        measured[name] = (load, cpu[name] / max(load.requests, 1))
+    return measured
+
+
 @dataclasses.dataclass
 class BatchSizes:
     """The batcher's calls, counted by its on_batch hook."""
@@ -105,15 +129,15 @@ def run(args: argparse.Namespace, command: str) -> int:
     try:
         bitwise = all(check_bitwise(model, batcher, args.seed) for batcher in batchers.values())
         engines = ways(model, batchers, args.seed)
-        results: Dict[int, Dict[str, LoadResult]] = {}
+        results: Dict[int, Dict[str, Tuple[LoadResult, float]]] = {}
         mean_batch: Dict[int, Dict[str, float]] = {}
         for count in args.clients:
             for counter in sizes.values():
                 counter.calls = counter.requests = 0
-            results[count] = measure_load(engines, count, args.seconds)
+            results[count] = measure_ways(engines, count, args.seconds)
             mean_batch[count] = {name: c.requests / max(c.calls, 1) for name, c in sizes.items()}
             summary = ", ".join(f"{name} {r.throughput:,.0f} req/s p50 {r.p50_us / 1e3:.2f} ms"
-                                for name, r in results[count].items())
+                                for name, (r, _) in results[count].items())
             progress(f"clients={count} ... done ({summary})")
     finally:
         for batcher in batchers.values():
@@ -126,7 +150,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def batching_report(results: Dict[int, Dict[str, LoadResult]], mean_batch: Dict[int, Dict[str, float]],
+def batching_report(results: Dict[int, Dict[str, Tuple[LoadResult, float]]], mean_batch: Dict[int, Dict[str, float]],
                     bitwise: bool, args: argparse.Namespace, info: Dict[str, Any]) -> report.Report:
     header = report.header_lines(info["machine"], info["date"], info["command"]) + [
         f"network {NETWORK.input_size}-{NETWORK.hidden_size}, {NETWORK.num_layers} layers (`medium`); one unbatched "
@@ -134,25 +158,30 @@ def batching_report(results: Dict[int, Dict[str, LoadResult]], mean_batch: Dict[
         f"{SEQUENCES_PER_CLIENT} sequences (the same for every way)",
         f"batchers: max_batch={args.max_batch}, max_delay_ms={args.max_delay_ms:g}; ~{args.seconds:g} s per way "
         "and client count in two halves, ways alternating A B C D E E D C B A; latency per request, perf_counter_ns",
-        "throughput: requests completed by all clients / wall time from the barrier to the last response",
+        "throughput: requests completed by all clients / wall time from the barrier to the last response; "
+        "CPU ms per request: this process's CPU time (all threads) over its requests, which does not depend on how "
+        "much of a shared machine the process gets (16 direct callers are 16 runnable threads competing with other "
+        "processes for the cores; a batcher computes on 2)",
     ]
     rows = []
     for count, loads in results.items():
-        base = loads["direct"]
+        base, base_cpu = loads["direct"]
         for name in WAYS:
-            load = loads[name]
+            load, cpu = loads[name]
             batch = mean_batch[count].get(name)
             rows.append([str(count), name, f"{load.throughput:,.0f}", f"{load.throughput / base.throughput:.2f}x",
-                         f"{load.p50_us / 1e3:.2f}", f"{load.p99_us / 1e3:.2f}",
-                         report.MISSING if batch is None else f"{batch:.1f}"])
+                         f"{load.p50_us / 1e3:.2f}", f"{load.p99_us / 1e3:.2f}", f"{cpu * 1e3:.2f}",
+                         f"{base_cpu / cpu:.2f}x", report.MISSING if batch is None else f"{batch:.1f}"])
     table = report.markdown_table(
-        ["clients", "way", "req/s", "vs direct", "p50 ms", "p99 ms", "mean batch"], rows)
+        ["clients", "way", "req/s", "vs direct", "p50 ms", "p99 ms", "CPU ms/req", "req per CPU-s vs direct",
+         "mean batch"], rows)
     notes = [] if bitwise else ["MISMATCH: a batcher's answer differed from a lone model(x)"]
     data = {**info, "settings": {"clients": args.clients, "seconds": args.seconds, "max_batch": args.max_batch,
                                  "max_delay_ms": args.max_delay_ms, "seed": args.seed},
             "bitwise_equal_to_lone_calls": bitwise,
-            "by_clients": [{"clients": count, "ways": {name: {**dataclasses.asdict(load), "throughput_per_s": load.throughput}
-                                                       for name, load in loads.items()},
+            "by_clients": [{"clients": count, "ways": {name: {**dataclasses.asdict(load), "throughput_per_s": load.throughput,
+                                                              "cpu_seconds_per_request": cpu}
+                                                       for name, (load, cpu) in loads.items()},
                             "mean_batch": mean_batch[count]} for count, loads in results.items()]}
     section = ("Batcher vs direct calls", "Every batcher answer bitwise equal to a lone model(x): "
                f"{'yes' if bitwise else 'NO'}.\n\n" + table)

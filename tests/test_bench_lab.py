@@ -276,9 +276,10 @@ def test_batching_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert status == 0, captured.err
     assert "clients=4 ... done" in captured.err
     assert table_header((tmp_path / "batching.md").read_text(encoding="utf-8"), "clients") == [
-        "clients", "way", "req/s", "vs direct", "p50 ms", "p99 ms", "mean batch"]
+        "clients", "way", "req/s", "vs direct", "p50 ms", "p99 ms", "CPU ms/req", "req per CPU-s vs direct",
+        "mean batch"]
     result = json.loads((tmp_path / "batching.json").read_text(encoding="utf-8"))
     assert result["bitwise_equal_to_lone_calls"] is True
     for row in result["by_clients"]:
         assert set(row["ways"]) == {"direct", "direct-1t", "batcher", "batcher-1w", "batcher-2w1t"}
-        assert all(way["requests"] > 0 for way in row["ways"].values())
+        assert all(way["requests"] > 0 and way["cpu_seconds_per_request"] > 0 for way in row["ways"].values())
