@@ -7,6 +7,7 @@ batched calls. The HTTP API is `fastlstm serve`'s predict: POST {"inputs": [x0, 
 
     python examples/ray_serve.py --smoke                     # local Ray (2 CPUs), a few requests, checked
     python examples/ray_serve.py --measure --seconds 10      # 1 vs 2 replicas under 16 clients
+    python examples/ray_serve.py medium.safetensors --measure --steps 50   # the same on your model
     python examples/ray_serve.py MODEL_FILE --replicas 4 --port 8000   # serve until Ctrl-C
 
 On a cluster: start Ray on each machine (`ray start --head` on one, `ray start --address HEAD:6379`
@@ -79,16 +80,23 @@ def start(model_file: Path, replicas: int, port: int, max_batch: int, max_delay_
     return f"http://127.0.0.1:{port}/v1/predict"
 
 
-def predict(url: str, window: np.ndarray, timeout: float = 60) -> List[Any]:
-    body = json.dumps({"inputs": [window.tolist()]}).encode()
+def predict(url: str, x: np.ndarray, timeout: float = 60) -> List[Any]:
+    body = json.dumps({"inputs": [x.tolist()]}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())["outputs"]
 
 
-def windows(count: int, seed: int = 0) -> List[np.ndarray]:
+def example_inputs(model_file: Path, count: int, steps: int = 12, seed: int = 0) -> List[np.ndarray]:
+    """Random first inputs for the model (`steps` long where the length varies), e.g. windows of 12
+    months for the bundled forecaster."""
+    import fastlstm
+    from fastlstm.serve.endpoint import Endpoint
+
+    spec = Endpoint(fastlstm.load(str(model_file))).inputs[0]
+    shape = tuple(steps if size is None else size for size in spec.shape)
     rng = np.random.default_rng(seed)
-    return [rng.random((12, 1), dtype=np.float32) for _ in range(count)]
+    return [rng.random(shape).astype(spec.dtype) for _ in range(count)]
 
 
 def smoke(url: str, model_file: Path) -> Dict[str, Any]:
@@ -96,7 +104,7 @@ def smoke(url: str, model_file: Path) -> Dict[str, Any]:
     import fastlstm
 
     model = fastlstm.load(str(model_file))
-    inputs = windows(16)
+    inputs = example_inputs(model_file, 16)
     answers: List[Any] = [None] * len(inputs)
     threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, predict(url, inputs[i])))
                for i in range(len(inputs))]
@@ -104,14 +112,15 @@ def smoke(url: str, model_file: Path) -> Dict[str, Any]:
         thread.start()
     for thread in threads:
         thread.join(120)
-    equal = all(answer is not None and np.array_equal(np.asarray(answer[0], np.float32), model(x[None])[0])
+    alone = (lambda x: model(x)[0]) if isinstance(model, fastlstm.LSTM) else (lambda x: model(x[None])[0])
+    equal = all(answer is not None and np.array_equal(np.asarray(answer[0], np.float32), alone(x))
                 for x, answer in zip(inputs, answers))
     return {"requests": len(inputs), "all_equal_to_lone_calls": equal}
 
 
-def load(url: str, clients: int, seconds: float) -> Dict[str, float]:
+def load(url: str, model_file: Path, clients: int, seconds: float, steps: int) -> Dict[str, float]:
     """`clients` threads sending requests back to back for `seconds`: req/s, p50 and p99 (ms)."""
-    inputs = windows(64)
+    inputs = example_inputs(model_file, 64, steps)
     latencies: List[List[float]] = [[] for _ in range(clients)]
     deadline = time.monotonic() + seconds
 
@@ -150,6 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     mode.add_argument("--measure", action="store_true", help="1 vs 2 replicas under --clients clients, then stop")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=12, help="sequence length of --measure's requests (default: 12)")
     args = parser.parse_args(argv)
 
     import ray
@@ -168,11 +178,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             results = {}
             for replicas in (1, 2):
                 url = start(args.model, replicas, args.port, args.max_batch, args.max_delay_ms)
-                load(url, args.clients, 1.0)  # warm up
-                results[replicas] = load(url, args.clients, args.seconds)
+                load(url, args.model, args.clients, 1.0, args.steps)  # warm up
+                results[replicas] = load(url, args.model, args.clients, args.seconds, args.steps)
                 print(f"{replicas} replica(s): {results[replicas]}", file=sys.stderr)
                 serve.delete("fastlstm")
-            print(json.dumps({"clients": args.clients, "seconds": args.seconds, "by_replicas": results}))
+            print(json.dumps({"model": str(args.model), "steps": args.steps, "clients": args.clients,
+                              "seconds": args.seconds, "by_replicas": results}))
             return 0
         url = start(args.model, args.replicas, args.port, args.max_batch, args.max_delay_ms)
         print(f"serving {args.model} with {args.replicas} replica(s) at {url} (Ctrl-C stops)", file=sys.stderr)

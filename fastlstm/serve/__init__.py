@@ -4,13 +4,16 @@ Needs the `serve` extra: `pip install "fastlstm[serve]"`. `create_app(ServeConfi
 ASGI app for any ASGI server; `fastlstm serve --help` runs it on uvicorn.
 """
 
+from typing import Any, Optional
+
 from .config import BUNDLED_MODEL, ServeConfig
 
 __all__ = ["BUNDLED_MODEL", "ServeConfig", "create_app"]
 
 
-def create_app(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """`fastlstm.serve.app.create_app`, imported on first use (Starlette is an optional extra)."""
+def create_app(config: Optional[ServeConfig] = None, model: Any = None) -> Any:
+    """The Starlette app of `fastlstm serve` (see `fastlstm.serve.app.create_app`), imported on first
+    use: Starlette is an optional extra."""
     from .app import create_app as create
 
-    return create(*args, **kwargs)
+    return create(config, model)
