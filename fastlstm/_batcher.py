@@ -97,7 +97,12 @@ class _Queue:
             batch = self._take()
             if batch is None:
                 return
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as error:  # noqa: BLE001 - a bug here must not leave callers waiting forever
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
 
     def _take(self) -> Optional[List[_Pending]]:
         """The next batch: the oldest request and up to max_batch - 1 later ones with the same plan and
