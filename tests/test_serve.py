@@ -154,7 +154,7 @@ def test_an_lstm_file_with_states_and_unknown_files_refused(lstm_file: Path, tmp
         status, answer = server.predict_json(x, h0)
         assert status == 422 and "takes 1 (input) or 3 (input, h0, c0) inputs, got 2" in answer["error"]
     missing = subprocess.run([sys.executable, "-m", "fastlstm.cli", "serve", str(tmp_path / "none.safetensors")],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
     assert missing.returncode == 2 and "cannot serve" in missing.stderr and "none.safetensors" in missing.stderr
 
 
