@@ -5,9 +5,9 @@ per request, of a length drawn uniformly from 20-100 steps, and waits for its an
 
 - direct:       every client calls `model(x)` itself (default thread policy);
 - direct-1t:    the same with `num_threads=1` (concurrent calls do not fight for the cores);
-- batcher:      one `fastlstm.Batcher(model, max_batch, max_delay_ms)` (defaults: 2 workers, default
+- batcher:      one `fastlstm.Batcher(model, max_batch, max_delay_ms)` (defaults: 1 worker, default
                 thread policy); clients `submit(x).result()`;
-- batcher-1w:   the same with 1 worker;
+- batcher-2w:   the same with 2 workers;
 - batcher-2w1t: the same with 2 workers whose calls use 1 thread each.
 
 Clients are threads released together by a Barrier (bench/concurrency.py's harness), each cycling
@@ -36,7 +36,7 @@ DEFAULT_SECONDS = 4.0  # per client count and way
 SEQUENCES_PER_CLIENT = 64
 MIN_STEPS, MAX_STEPS = 20, 100
 NETWORK = CONFIGS_BY_NAME["medium"].lstm
-WAYS = ("direct", "direct-1t", "batcher", "batcher-1w", "batcher-2w1t")
+WAYS = ("direct", "direct-1t", "batcher", "batcher-2w", "batcher-2w1t")
 
 
 def client_inputs(seed: int, client: int) -> List[np.ndarray]:
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     sizes = {name: BatchSizes() for name in WAYS if name.startswith("batcher")}
     batchers = {
         "batcher": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, on_batch=sizes["batcher"]),
-        "batcher-1w": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=1, on_batch=sizes["batcher-1w"]),
+        "batcher-2w": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=2, on_batch=sizes["batcher-2w"]),
         "batcher-2w1t": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=2, num_threads=1,
                                          on_batch=sizes["batcher-2w1t"]),
     }

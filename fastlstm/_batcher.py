@@ -212,10 +212,10 @@ class Batcher:
         max_batch: most requests per call (>= 1).
         max_delay_ms: longest a request waits for others to join its batch (>= 0).
         max_queue: most requests waiting at once (>= 1).
-        workers: worker threads, each running one batch at a time (>= 1). With 2 (the default), a
-            lone request's call gets every core of the thread pool, and under load two batches run
-            at once, each on the cores the other leaves free (the pool never oversubscribes), so no
-            core idles while a batch is merged or split (bench/lab.py batching measures the choices).
+        workers: worker threads, each running one batch at a time (>= 1). One worker (the
+            default) makes the largest batches, and its calls use the thread pool; more workers
+            overlap batches (each call gets the cores the others leave free). bench/lab.py batching
+            measures the choices: on 2 cores, 1 worker served the most requests per CPU-second.
         num_threads: threads per batched call of an LSTM or LSTMCell (0: fastlstm.get_num_threads());
             a Model's calls follow fastlstm.set_num_threads.
         on_batch: optional `callback(batch_size, seconds)`, called by the worker after each call
@@ -223,7 +223,7 @@ class Batcher:
     """
 
     def __init__(self, model: Any, max_batch: int = 32, max_delay_ms: float = 1.0, max_queue: int = 1024, *,
-                 workers: int = 2, num_threads: int = 0,
+                 workers: int = 1, num_threads: int = 0,
                  on_batch: Optional[Callable[[int, float], None]] = None) -> None:
         for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1), ("workers", workers, 1),
                                  ("num_threads", num_threads, 0)):

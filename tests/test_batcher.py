@@ -389,12 +389,12 @@ def test_arguments_are_checked() -> None:
 
 
 def test_many_clients_many_rounds_under_load() -> None:
-    """16 threads, each sending 20 requests back to back: every answer is its lone call's."""
+    """16 threads, each sending 20 requests back to back to 2 workers: every answer is its lone call's."""
     model = fastlstm.LSTM(8, 16, num_layers=2, seed=7)
     xs = random_sequences(np.random.default_rng(7), 64, 8)
     expected = [model(x) for x in xs]
     failures: List[int] = []
-    with fastlstm.Batcher(model, max_batch=8, max_delay_ms=1, max_queue=4) as batcher:
+    with fastlstm.Batcher(model, max_batch=8, max_delay_ms=1, max_queue=4, workers=2) as batcher:
         def client(offset: int) -> None:
             for k in range(20):
                 index = (offset * 7 + k) % len(xs)
