@@ -191,3 +191,25 @@ def test_worker_processes_each_serve_the_model(lstm_file: Path) -> None:
     with running_server(str(lstm_file), "--workers", "2") as server:
         for _ in range(6):  # spread over both workers by the kernel's accept queue
             assert server.predict_npy(x)["output"].tobytes() == model(x)[0].tobytes()
+
+
+def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds() -> None:
+    window = np.full((12, 1), 0.5, np.float32)
+    body = json.dumps({"inputs": [window.tolist()]}).encode()
+    # One queue place and a long batching delay: whichever request comes first holds the place for
+    # 1 s, and the others, sent meanwhile, find the queue full.
+    with running_server("--max-queue", "1", "--max-delay-ms", "1000") as server:
+        answers: List[Any] = []
+        clients = [threading.Thread(target=lambda: answers.append(server.request("/v1/predict", body)))
+                   for _ in range(4)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(REQUEST_SECONDS)
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses[0] == 200 and statuses[-1] == 503, statuses
+        for status, headers, answer in answers:
+            if status == 503:
+                assert "queue is full (1 requests waiting)" in json.loads(answer)["error"]
+                assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
+        assert server.metrics()['fastlstm_predict_errors_total{status="503"}'] == statuses.count(503)
