@@ -18,7 +18,7 @@ lone call's (held to that by tests/test_batcher.py).
 
 from __future__ import annotations
 
-from typing import Any, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from ._cell import LSTMCell
 from ._checks import check_array_dtype, check_input_size, checked_state_pair
 from ._model import LSTM
 from ._program import Model
-from ._symbolic import bind_dims, describe_shape, symbol_of
+from ._symbolic import bind_dims, describe_shape, evaluate, symbol_of
 
 __all__ = ["Plan", "Request", "submit_plan", "step_plan"]
 
@@ -237,6 +237,7 @@ class ModelPlan(Plan):
         self.specs = program.inputs
         self.symbols = program.symbols
         self.conditions = program.conditions
+        _check_batch_axis(model, batch_symbols.pop())
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
         if kwargs:
@@ -270,6 +271,58 @@ class ModelPlan(Plan):
 
     def run_one(self, payload: Any) -> Any:
         return _split(self.model(*(x[None] for x in payload)), 0, 1)
+
+
+def _check_batch_axis(model: Model, batch_symbol: str) -> None:
+    """ValueError unless axis 0 behaves as the batch: a probe of 3 random examples run together must
+    give each example's lone result, bitwise, on axis 0 of every output. Shapes alone cannot tell a
+    time-major model (whose axis 0 is time) from a batch-first one; results can (a step's output
+    depends on the steps before it, an example's never on the others in its batch). A model whose
+    code accepts none of the probe's sizes is not probed; its outputs' axis 0 is still checked
+    against the batch size at every call."""
+    program = model._program
+    rng = np.random.default_rng(0)
+    inputs = []
+    try:
+        bindings: Dict[str, int] = {}
+        for spec in program.inputs:
+            for dim in spec.shape:
+                symbol = symbol_of(dim)
+                if symbol is not None and symbol not in bindings:
+                    low, high = program.symbols.get(symbol, (1, None))
+                    wanted = 3 if symbol == batch_symbol else 5
+                    bindings[symbol] = max(low, wanted if high is None else min(wanted, high))
+        for spec in program.inputs:
+            shape = tuple(evaluate(dim, bindings) for dim in spec.shape)
+            # Integer inputs are ids (e.g. an embedding's): zeros are valid ones for any vocabulary.
+            array = rng.standard_normal(shape) if spec.dtype.kind == "f" else np.zeros(shape)
+            inputs.append(array.astype(spec.dtype))
+        batch = bindings[batch_symbol]
+        merged = model(*inputs)
+        alone = [model(*(x[row: row + 1] for x in inputs)) for row in range(batch)]
+    except (TypeError, ValueError):
+        return
+    for row, lone in enumerate(alone):
+        try:
+            same = _same_bits(_split(merged, row, batch), _split(lone, 0, 1))
+        except ValueError:
+            same = False
+        if not same:
+            raise ValueError(
+                f"axis 0 of {program.source_name}'s inputs is not a batch: the result for one example depends on "
+                f"the others stacked with it on axis 0 (a time-major model?), so the batcher cannot merge its "
+                f"requests. Convert the module with batch-first inputs"
+            )
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_bits(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_bits(a[k], b[k]) for k in a)
+    return False
 
 
 def _split(value: Any, row: int, batch: int) -> Any:

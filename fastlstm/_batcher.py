@@ -193,8 +193,9 @@ class Batcher:
       is `cell(x, hx)`.
     - `fastlstm.Model` (from `fastlstm.convert`): `submit(*inputs)`, one example, each input without
       its batch axis; the result is `model(*(x[None] for x in inputs))` with axis 0 of every output
-      dropped. Axis 0 must be the batch in every input and output; only examples of equal shapes
-      share a call (no padding).
+      dropped. Axis 0 must be the batch in every input and output (checked when the batcher is
+      made, by running 3 examples together and alone); only examples of equal shapes share a
+      call (no padding).
 
     Inputs are numpy arrays of the model's dtype. A bad request raises `TypeError`/`ValueError` from
     `submit` itself, in the caller's thread, and never reaches a batch. Should a merged call fail

@@ -191,6 +191,23 @@ def test_converted_model_requests_are_checked_like_the_model(converted: fastlstm
             batcher.step(np.zeros(3, np.float32))
 
 
+class TimeMajor(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(3, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
+
+
+def test_a_model_whose_axis_0_is_not_its_batch_is_refused() -> None:
+    torch.manual_seed(0)
+    # Time-major: axis 0 is a free size shared by input and output, but it is time, not the batch.
+    model = fastlstm.convert(TimeMajor().eval(), torch.randn(7, 2, 3))
+    with pytest.raises(ValueError, match=r"axis 0 of .* is not a batch: the result for one example depends on the others"):
+        fastlstm.Batcher(model)
+
+
 # ------------------------------------------------------------------------------------ bad requests
 def test_bad_requests_fail_alone_at_submit_with_clear_errors() -> None:
     model = fastlstm.LSTM(4, 8, num_layers=2, seed=0)
