@@ -5,6 +5,8 @@
     python bench/lab.py threads       # 1 vs N threads per engine, and fastlstm's default thread policy
     python bench/lab.py streaming     # one streaming step at batch 1, four ways
     python bench/lab.py concurrency   # N client threads sending batch-1 requests
+    python bench/lab.py batching      # N clients sending single sequences: direct calls vs fastlstm.Batcher
+    python bench/lab.py http          # HTTP load: fastlstm serve vs torch served on the same framework
     python bench/lab.py COMMAND --help
 
 Each writes its report into --out DIR (default ./fastlstm-bench/); --reference writes into
@@ -33,15 +35,17 @@ def use_checkout() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import batching
     import concurrency
     import floors
+    import http_load
     import streaming
     import thread_scaling
 
     parser = argparse.ArgumentParser(prog="python bench/lab.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
-    for module in (floors, thread_scaling, streaming, concurrency):
+    for module in (floors, thread_scaling, streaming, concurrency, batching, http_load):
         module.register(subparsers)
     return parser
 

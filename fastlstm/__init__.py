@@ -21,6 +21,7 @@ from ._config import LSTMConfig
 from ._errors import ConversionError
 from ._model import LSTM, load
 from ._program import Model
+from ._batcher import Batcher, BatcherClosed, BatcherFull
 from .converters import convert  # torch is imported only when convert is called
 from .accelerate import accelerate  # likewise, torch is imported only when it is called
 from ._system import (
@@ -38,6 +39,9 @@ __all__ = [
     "LSTMCell",
     "LSTMConfig",
     "Model",
+    "Batcher",
+    "BatcherFull",
+    "BatcherClosed",
     "ConversionError",
     "convert",
     "accelerate",

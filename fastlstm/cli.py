@@ -25,6 +25,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fastlstm.bench import cli as bench_cli
+    from fastlstm.serve import cli as serve_cli
 
     parser = argparse.ArgumentParser(
         prog="fastlstm",
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     bench_cli.register(subparsers)
+    serve_cli.register(subparsers)
     return parser
 
 

@@ -60,7 +60,7 @@ def test_lab_help_lists_its_commands(capsys: pytest.CaptureFixture) -> None:
         lab.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert all(command in out for command in ("floors", "threads", "streaming", "concurrency"))
+    assert all(command in out for command in ("floors", "threads", "streaming", "concurrency", "batching", "http"))
     for command in ("floors", "threads", "streaming", "concurrency"):
         with pytest.raises(SystemExit) as exit_info:
             lab.main([command, "--help"])
@@ -288,3 +288,19 @@ def test_client_threads_start_together_and_each_runs_its_setup() -> None:
     run = concurrency.run_clients(clients, 3, 0.02)
     assert len(requesters) == 3 and setups == requesters  # one thread per client, setup in each
     assert len(run.latencies_ns) >= 3 and run.wall_ns > 0
+
+
+# ------------------------------------------------------------------------------ batching
+def test_batching_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = lab.main(["batching", "--clients", "1,4", "--seconds", "0.1", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "clients=4 ... done" in captured.err
+    assert table_header((tmp_path / "batching.md").read_text(encoding="utf-8"), "clients") == [
+        "clients", "way", "req/s", "vs direct", "p50 ms", "p99 ms", "CPU ms/req", "req per CPU-s vs direct",
+        "mean batch"]
+    result = json.loads((tmp_path / "batching.json").read_text(encoding="utf-8"))
+    assert result["bitwise_equal_to_lone_calls"] is True
+    for row in result["by_clients"]:
+        assert set(row["ways"]) == {"direct", "direct-1t", "batcher", "batcher-2w", "batcher-2w1t"}
+        assert all(way["requests"] > 0 and way["cpu_seconds_per_request"] > 0 for way in row["ways"].values())
