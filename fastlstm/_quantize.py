@@ -32,7 +32,6 @@ __all__ = [
     "is_matrix_name",
     "quantize_weights",
     "check_stored_weights",
-    "packed_linear",
 ]
 
 # quantize() scheme -> the model's weights_dtype.
@@ -82,17 +81,6 @@ def dequantize_matrix(values: np.ndarray, scales: Optional[np.ndarray]) -> np.nd
         k = values.shape[1]
         return values.astype(np.float32) * np.repeat(scales, INT8_GROUP, axis=1)[:, :k]
     raise TypeError(f"not a quantized matrix: dtype {values.dtype}")
-
-
-def packed_linear(weight: np.ndarray, bias: Optional[np.ndarray], scheme: str) -> object:
-    """An nn.Linear's float32 weight (out_features, in_features) and bias (or None) packed in the
-    scheme's format: `_core.PackedLinearBf16` or `_core.PackedLinearI8`, whose `forward(x)` takes and
-    returns float32 (rows, features) arrays like `_core.PackedLinearF32`'s."""
-    values, scales = quantize_matrix(weight, scheme)
-    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
-    if scheme == "bf16":
-        return _core.PackedLinearBf16(values, bias)
-    return _core.PackedLinearI8(values, bias, scales)
 
 
 def _bf16_bits(w: np.ndarray) -> np.ndarray:

@@ -3,9 +3,10 @@
 bf16 matrices are BF16 tensors (safetensors' own bfloat16), int8 matrices I8 tensors with their
 float32 scales beside them as `<name>.scales`, biases F32; the metadata is an LSTM file's (config,
 format version) plus `fastlstm.weights_dtype` and, for int8, `fastlstm.int8_group`. numpy has no
-bfloat16, and safetensors' numpy API refuses BF16, so the file is written here byte by byte in the
-safetensors layout, and read through safetensors' own parser (which checks the header and that the
-tensors tile the data exactly) before the one BF16 read of raw bytes at the offsets it accepted.
+bfloat16, and safetensors' numpy API refuses BF16, so the file is written byte by byte
+(`_files.write_raw_safetensors`) and read through safetensors' own parser (which checks the header
+and that the tensors tile the data exactly) before the BF16 tensors are read as raw bytes at the
+offsets it accepted (`_files.read_bf16_tensors`).
 
 Everything the file declares is checked before anything is read: the metadata against the size
 limits, then every tensor's name, dtype and shape against what the config implies.
@@ -13,25 +14,19 @@ limits, then every tensor's name, dtype and shape against what the config implie
 
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ._config import LSTMConfig
 from ._files import FORMAT_VERSION, METADATA_PREFIX, _check_regular_file, _fastlstm_metadata, _safetensors_errors
-from ._files import _write_atomically, as_path
+from ._files import as_path, read_bf16_tensors, write_raw_safetensors
 from ._quantize import INT8_GROUP, check_stored_weights, is_matrix_name
 
 __all__ = ["is_quantized_file", "write_quantized_safetensors", "load_quantized"]
 
 _WEIGHTS_DTYPE_KEY = "weights_dtype"
 _GROUP_KEY = "int8_group"
-# How each stored array is declared in the file (numpy dtype -> safetensors dtype).
-_FILE_DTYPES = {np.dtype(np.uint16): "BF16", np.dtype(np.int8): "I8", np.dtype(np.float32): "F32"}
-_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 
 
 def write_quantized_safetensors(path: Any, weights: Dict[str, np.ndarray], scales: Dict[str, np.ndarray],
@@ -52,22 +47,7 @@ def write_quantized_safetensors(path: Any, weights: Dict[str, np.ndarray], scale
     if weights_dtype == "int8":
         metadata[METADATA_PREFIX + _GROUP_KEY] = str(INT8_GROUP)
 
-    header: Dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name, array in tensors.items():
-        header[name] = {"dtype": _FILE_DTYPES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes with spaces
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(struct.pack("<Q", len(text)) + text)
-            for array in tensors.values():
-                handle.write(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes())
-
-    _write_atomically(path, write)
+    write_raw_safetensors(path, tensors, metadata)
 
 
 def is_quantized_file(path: Any) -> bool:
@@ -116,7 +96,7 @@ def load_quantized(path: Any, prefix: Optional[str], batch_first: Optional[bool]
                     raise ValueError(f"{where}: tensor {key!r} is declared {declared[key][0]} of shape {declared[key][1]}, "
                                      f"expected {want[0]} of shape {want[1]}")
             arrays = {key: handle.get_tensor(key) for key, (code, _) in expected.items() if code != "BF16"}
-    arrays.update(_read_bf16(path, [key for key, (code, _) in expected.items() if code == "BF16"], expected))
+    arrays.update(read_bf16_tensors(path, {key: shape for key, (code, shape) in expected.items() if code == "BF16"}))
     weights = {name: arrays[name] for name in config.parameter_shapes()}
     scales = {name: arrays[name + ".scales"] for name in config.parameter_shapes() if name + ".scales" in arrays}
     checked, checked_scales = check_stored_weights(config.parameter_shapes(), weights, scales, weights_dtype, where)
@@ -149,39 +129,3 @@ def _expected_tensors(config: LSTMConfig, weights_dtype: str) -> Dict[str, Tuple
         if weights_dtype == "int8":
             expected[name + ".scales"] = ("F32", (shape[0], -(-shape[1] // INT8_GROUP)))
     return expected
-
-
-def _read_bf16(path: Path, keys: list, expected: Dict[str, Tuple[str, Tuple[int, ...]]]) -> Dict[str, np.ndarray]:
-    """BF16 tensors as uint16 arrays, read at the offsets of the header safetensors has accepted
-    (checked again here: the file could have changed in between)."""
-    if not keys:
-        return {}
-    where = repr(str(path))
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{where} is truncated")
-        (length,) = struct.unpack("<Q", head)
-        if length > _MAX_HEADER_BYTES:
-            raise ValueError(f"{where}: the safetensors header is too large")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError:
-            raise ValueError(f"{where}: the safetensors header is not JSON") from None
-        size = handle.seek(0, 2)
-        result = {}
-        for key in keys:
-            entry = header.get(key) if isinstance(header, dict) else None
-            shape = expected[key][1]
-            count = int(np.prod(shape))
-            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-            if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
-                    or offsets[1] - offsets[0] != 2 * count or offsets[0] < 0
-                    or 8 + length + offsets[1] > size or entry.get("dtype") != "BF16"):
-                raise ValueError(f"{where}: tensor {key!r} changed or is inconsistent with its header")
-            handle.seek(8 + length + offsets[0])
-            data = handle.read(2 * count)
-            if len(data) != 2 * count:
-                raise ValueError(f"{where} is truncated")
-            result[key] = np.frombuffer(data, dtype="<u2").astype(np.uint16).reshape(shape)
-    return result

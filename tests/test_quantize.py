@@ -19,7 +19,7 @@ from conftest import isa_params, make_torch_lstm, run_torch, torch
 
 import fastlstm
 from fastlstm import _core
-from fastlstm._quantize import INT8_GROUP, dequantize_matrix, packed_linear, quantize_matrix
+from fastlstm._quantize import INT8_GROUP, dequantize_matrix, quantize_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # the trained-model recipe lives in the lab
 from trained_lstm import long_inputs, train_integrator  # noqa: E402
@@ -239,6 +239,14 @@ def test_pickle_and_files_keep_the_stored_weights(tmp_path):
     with safe_open(str(tmp_path / "int8.safetensors"), framework="np") as handle:
         assert handle.get_slice("weight_hh_l0").get_dtype() == "I8"
         assert handle.get_tensor("weight_hh_l0.scales").dtype == np.float32
+
+
+def packed_linear(weight, bias, scheme):
+    """A Linear packed as a converted model's quantized Linear is (fastlstm/_ops_linear.py)."""
+    values, scales = quantize_matrix(weight, scheme)
+    if scheme == "bf16":
+        return fastlstm._core.PackedLinearBf16(values, bias, None)
+    return fastlstm._core.PackedLinearI8(values, bias, scales)
 
 
 def test_packed_linear_in_both_formats():
