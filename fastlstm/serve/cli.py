@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from ..bench.cli import positive_float, positive_int
+from ..bench.cli import positive_int
 from .config import ENVIRONMENT_VARIABLE, ServeConfig
 
 DESCRIPTION = """\
