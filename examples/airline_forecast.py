@@ -30,7 +30,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -74,18 +74,18 @@ def forecast(predict, history: np.ndarray, steps: int = HORIZON) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- training (torch side)
-def train_and_convert(epochs: int, out: Path) -> Tuple[Path, np.ndarray]:
-    """Train the forecaster, save the converted model, return its path and torch's scaled forecast."""
+def train_forecaster(epochs: int, hidden: int = HIDDEN, log: bool = True) -> Tuple[Any, np.ndarray, np.ndarray, float, float]:
+    """The forecaster (nn.LSTM(1, hidden) + Linear on the last step) trained, seeded and full batch, on
+    the scaled series but its last HORIZON months: (model in eval mode, the training windows, the
+    scaled series, min, max)."""
     import torch
     from torch import nn
-
-    import fastlstm
 
     class Forecaster(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.lstm = nn.LSTM(1, HIDDEN, batch_first=True)
-            self.linear = nn.Linear(HIDDEN, 1)
+            self.lstm = nn.LSTM(1, hidden, batch_first=True)
+            self.linear = nn.Linear(hidden, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out, _ = self.lstm(x)
@@ -105,10 +105,18 @@ def train_and_convert(epochs: int, out: Path) -> Tuple[Path, np.ndarray]:
         loss = nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
         optimiser.step()
-        if epoch == 1 or epoch % 50 == 0 or epoch == epochs:
+        if log and (epoch == 1 or epoch % 50 == 0 or epoch == epochs):
             print(f"epoch {epoch:4d}  training MSE {loss.item():.5f}")
-    model.eval()
+    return model.eval(), x, scaled, low, high
 
+
+def train_and_convert(epochs: int, out: Path) -> Tuple[Path, np.ndarray]:
+    """Train the forecaster, save the converted model, return its path and torch's scaled forecast."""
+    import torch
+
+    import fastlstm
+
+    model, x, scaled, low, high = train_forecaster(epochs)
     with torch.inference_mode():
         torch_forecast = forecast(lambda w: model(torch.from_numpy(w)).numpy(), scaled[:-HORIZON])
 

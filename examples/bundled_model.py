@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from airline_forecast import HORIZON, WINDOW, read_series, scaler, windows  # noqa: E402
+from airline_forecast import WINDOW, train_forecaster  # noqa: E402
 
 HIDDEN = 16
 EPOCHS = 400
-SEED = 0
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "fastlstm" / "serve" / "models"
 
 
@@ -35,36 +34,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from torch import nn
 
     import fastlstm
 
-    class Forecaster(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = nn.LSTM(1, HIDDEN, batch_first=True)
-            self.linear = nn.Linear(HIDDEN, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out, _ = self.lstm(x)
-            return self.linear(out[:, -1, :])
-
-    _, passengers = read_series()
-    low, high = scaler(passengers[:-HORIZON])
-    scaled = (passengers - low) / (high - low)
-    x, y = windows(scaled[:-HORIZON])
-    torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
-    model = Forecaster()
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    inputs, targets = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(EPOCHS):
-        optimiser.zero_grad()
-        loss = nn.functional.mse_loss(model(inputs), targets)
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    print(f"training MSE after {EPOCHS} epochs: {loss.item():.5f}")
+    model, x, _, low, high = train_forecaster(EPOCHS, hidden=HIDDEN, log=False)
+    inputs = torch.from_numpy(x)
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "airline.safetensors"
