@@ -430,7 +430,7 @@ def read_bf16_tensors(path: Path, shapes: Mapping[str, Tuple[int, ...]]) -> Dict
             offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
             if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
                     or offsets[0] < 0 or offsets[1] - offsets[0] != 2 * count or 8 + length + offsets[1] > size
-                    or entry.get("dtype") != "BF16" or list(entry.get("shape", ())) != list(shape)):
+                    or entry.get("dtype") != "BF16" or entry.get("shape") != list(shape)):
                 raise ValueError(f"{where}: tensor {key!r} changed or is inconsistent with its header")
             handle.seek(8 + length + offsets[0])
             data = handle.read(2 * count)
@@ -448,6 +448,8 @@ _FILE_DTYPES[np.dtype(np.uint16)] = "BF16"
 def write_raw_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
     """Write a safetensors file byte by byte (atomically, as _write_atomically), for what safetensors'
     numpy API cannot write: uint16 arrays are written as BF16, the bits of bfloat16 values."""
+    if "__metadata__" in tensors:
+        raise ValueError("a tensor cannot be named '__metadata__' in a safetensors file (the header's metadata key)")
     header: Dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
     for name, array in tensors.items():

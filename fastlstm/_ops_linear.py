@@ -51,6 +51,16 @@ def _build_linear(a: StepArgs) -> StepFn:
         def run(env):
             env[out] = as_dtype(linear(x(env), weight_t, bias), dtype)
         return run
+    if weight is not None and weight.dtype in QUANTIZED_DTYPES:
+        # A stored quantized matrix with a bias computed in forward: the kernel without bias, then the bias.
+        if weight.ndim != 2:
+            raise a.fail(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+        packed_run, computed_bias = _run_packed(_quantized_linear(a, weight, None), x, out, np.dtype(np.float32)), a.tensor("bias")
+
+        def run_bias(env):
+            packed_run(env)
+            env[out] = as_dtype(env[out] + computed_bias(env), dtype)
+        return run_bias
     # weights computed in forward (rare: tied or generated weights) are transposed per call
     get_weight, get_bias = a.tensor("weight"), a.optional_tensor("bias")
 

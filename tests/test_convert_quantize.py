@@ -209,3 +209,41 @@ def test_programs_misusing_quantized_weights_are_refused() -> None:
     table_bits = model.quantize("bf16").state_dict()["linear.weight"][:1].repeat(50, 0)[:, :16]
     with pytest.raises(ValueError, match="only the weight matrices of lstm, lstm_cell and linear steps may be bfloat16"):
         fastlstm.Model(model.program(), {**model.state_dict(), "embedding.weight": np.ascontiguousarray(table_bits)})
+
+
+class ComputedBias(nn.Module):
+    """A Linear whose bias is computed in forward: its stored matrix is quantized, the bias added after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.lin = nn.Linear(16, 3)
+
+    def forward(self, x: Any) -> Any:
+        y, _ = self.lstm(x)
+        return nn.functional.linear(y[:, -1], self.lin.weight, self.lin.bias + x[0, 0, :3])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_linear_with_a_computed_bias_keeps_its_bias(scheme: str) -> None:
+    torch.manual_seed(5)
+    module = ComputedBias().eval()
+    example = torch.randn(2, 5, 8)
+    quantized = fastlstm.convert(module, example).quantize(scheme)
+    x = np.random.default_rng(6).standard_normal((3, 7, 8)).astype(np.float32)
+    np.testing.assert_allclose(quantized(x), rounded_float_model(quantized)(x), rtol=0, atol=2e-4)
+    with torch.inference_mode():
+        reference = module(torch.from_numpy(x)).numpy()
+    assert float(np.max(np.abs(quantized(x) - reference))) < 2e-2
+
+
+def test_a_weight_named_like_the_safetensors_metadata_is_refused_at_save(tmp_path: Path) -> None:
+    model = fastlstm.convert(build("decoder"), torch.from_numpy(example("decoder", 2, 5)))
+    document = model.program()
+    weights = dict(model.state_dict())
+    weights["__metadata__"] = weights.pop("out.bias")
+    text = json.dumps(document).replace('"out.bias"', '"__metadata__"')
+    renamed = fastlstm.Model(text, weights)
+    with pytest.raises(ValueError, match="cannot be named '__metadata__'"):
+        renamed.save(tmp_path / "m.safetensors")
+    assert not list(tmp_path.iterdir())

@@ -91,6 +91,12 @@ def test_concurrent_requests_are_batched_and_counted(bundled: Server) -> None:
     assert 1 <= delta("fastlstm_batch_size_count") <= len(windows)
 
 
+def npy_header(header: str) -> bytes:
+    """A version 1.0 .npy body with this header and no data."""
+    text = header.encode("latin1") + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
 BAD_REQUESTS = [
     (b"{", "application/json", 400, "not valid JSON"),
     (b'{"inputs": [[["a"]]]}', "application/json", 400, "must hold numbers only"),
@@ -105,6 +111,14 @@ BAD_REQUESTS = [
     (json.dumps({"inputs": [[[0.5]] * 65]}).encode(), "application/json", 413, "at most 64 (--max-length)"),
     (b"0" * 100001, "application/json", 413, "at most 100000 (--max-body-bytes)"),
     (b"\x93NUMPY\x01\x00{", "application/x-npy", 400, "not a valid .npy array"),
+    (b'{"inputs": [[[1e400]]]}', "application/json", 422, "too large for float32"),  # reads as inf
+    # hostile .npy headers: sizes past 64 bits (2**64 elements; 2**70), a fortran_order that is no bool
+    (npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }"),
+     "application/x-npy", 400, "declares"),
+    (npy_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1180591620717411303424,), }"),
+     "application/x-npy", 400, "declares"),
+    (npy_header("{'descr': '<f4', 'fortran_order': 'yes', 'shape': (12, 1), }"),
+     "application/x-npy", 400, "fortran_order must be True or False"),
     (b"x", "image/png", 415, "application/x-npy"),
 ]
 
@@ -213,3 +227,13 @@ def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds() -> Non
                 assert "queue is full (1 requests waiting)" in json.loads(answer)["error"]
                 assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
         assert server.metrics()['fastlstm_predict_errors_total{status="503"}'] == statuses.count(503)
+
+
+@pytest.mark.parametrize("scheme, expected", [("bf16", "bfloat16"), ("int8", "int8")])
+def test_the_model_description_names_quantized_weights(scheme: str, expected: str) -> None:
+    from fastlstm.serve.endpoint import Endpoint
+
+    lstm = fastlstm.LSTM(4, 8, seed=0)
+    assert Endpoint(lstm).weights_dtype == "float32"
+    assert Endpoint(lstm.quantize(scheme)).weights_dtype == expected
+    assert Endpoint(fastlstm.LSTMCell(4, 8, seed=0).quantize(scheme)).weights_dtype == expected

@@ -58,22 +58,21 @@ class Endpoint:
                            ArraySpec("h0", model.dtype, h_shape, False), ArraySpec("c0", model.dtype, c_shape, False)]
             self.outputs = [ArraySpec("output", model.dtype, (None, width)),
                             ArraySpec("h_n", model.dtype, h_shape), ArraySpec("c_n", model.dtype, c_shape)]
-            self.weights_dtype = str(model.dtype)
+            self.weights_dtype = model.weights_dtype
         elif isinstance(model, LSTMCell):
             self.kind = "LSTMCell"
             state = (model.hidden_size,)
             self.inputs = [ArraySpec("input", model.dtype, (model.input_size,)),
                            ArraySpec("h_0", model.dtype, state, False), ArraySpec("c_0", model.dtype, state, False)]
             self.outputs = [ArraySpec("h_1", model.dtype, state), ArraySpec("c_1", model.dtype, state)]
-            self.weights_dtype = str(model.dtype)
+            self.weights_dtype = model.weights_dtype
         elif isinstance(model, Model):
             self.kind = "Model"
             program = model._program  # read-only: the declared inputs and their symbols
             self.inputs = [ArraySpec(spec.name, spec.dtype, tuple(d if isinstance(d, int) else None for d in spec.shape[1:]))
                            for spec in program.inputs]
             self.outputs = _probe_outputs(model)
-            dtypes = sorted({str(array.dtype) for array in model.state_dict().values()})
-            self.weights_dtype = ",".join(dtypes) or "none"
+            self.weights_dtype = model.weights_dtype
         else:
             raise TypeError(f"fastlstm serve takes a fastlstm.LSTM, LSTMCell or Model, got {type(model).__name__}")
 

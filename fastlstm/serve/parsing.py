@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
 import re
 from typing import Any, List, Sequence
 
@@ -68,7 +69,8 @@ def _json_array(value: Any, spec: ArraySpec) -> np.ndarray:
         raise RequestError(422, f"{spec.name}: {error}") from None
     if spec.dtype.kind in "iu" and not np.array_equal(converted, array):
         raise RequestError(422, f"{spec.name} holds integers outside {spec.dtype}'s range")
-    if spec.dtype.kind == "f" and not np.isfinite(converted).all() and np.isfinite(array).all():
+    if spec.dtype.kind == "f" and not np.isfinite(converted).all():
+        # JSON has no infinity; a number like 1e400 only reads as one.
         raise RequestError(422, f"{spec.name} holds numbers too large for {spec.dtype}")
     return converted
 
@@ -85,15 +87,18 @@ def parse_npy(body: bytes, specs: Sequence[ArraySpec]) -> List[np.ndarray]:
             raise ValueError(f"a header of {header_length} bytes")
         header = ast.literal_eval(stream.read(header_length).decode("latin1" if version != (3, 0) else "utf8"))
         shape, fortran, dtype = header["shape"], header["fortran_order"], np.dtype(header["descr"])
-        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
             raise ValueError(f"a bad shape {shape!r}")
-    except (ValueError, TypeError, KeyError, SyntaxError, MemoryError, UnicodeDecodeError) as error:
+        if not isinstance(fortran, bool):
+            raise ValueError(f"fortran_order must be True or False, got {fortran!r}")
+    except (ValueError, TypeError, KeyError, SyntaxError, MemoryError, UnicodeDecodeError, OverflowError,
+            RecursionError, AttributeError) as error:
         raise RequestError(400, f"the body is not a valid .npy array: {error}") from None
     spec = specs[0]
     if dtype.hasobject or dtype.fields is not None or dtype.newbyteorder("=") != spec.dtype:
         raise RequestError(422, f"{spec.name} must have dtype {spec.dtype}, got {dtype} "
                                 "(fastlstm never casts silently)")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python integers: a hostile shape cannot wrap around
     data = body[stream.tell():]
     if len(data) != count * dtype.itemsize:
         raise RequestError(400, f"the .npy header declares {shape} {dtype} ({count * dtype.itemsize} bytes) "
