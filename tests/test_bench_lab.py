@@ -304,3 +304,13 @@ def test_batching_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for row in result["by_clients"]:
         assert set(row["ways"]) == {"direct", "direct-1t", "batcher", "batcher-2w", "batcher-2w1t"}
         assert all(way["requests"] > 0 and way["cpu_seconds_per_request"] > 0 for way in row["ways"].values())
+
+
+def test_quantized_threads_prints_each_format_at_both_thread_counts(capsys: pytest.CaptureFixture) -> None:
+    import quantized_threads
+
+    assert quantized_threads.main(["--configs", "stream-step-h128", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| stream-step-h128 |"))
+    cells = row.strip("|").split("|")[1:]
+    assert len(cells) == 3 and all(" / " in cell and cell.strip().endswith("x)") for cell in cells)
