@@ -60,6 +60,20 @@ def _array(value: Any, name: str) -> np.ndarray:
     return value
 
 
+def _checked_input(args: Tuple[Any, ...], model: Any, owner: str, takes: str, expects: str, ndim: int,
+                   hint: str = "") -> np.ndarray:
+    """A request's input: given, of the model's dtype, `ndim`-D, with the model's input size last.
+    The messages say what the method `takes` and what the batcher `expects` per request."""
+    if not args:
+        raise TypeError(f"{takes}, got no input")
+    x = _array(args[0], "input")
+    check_array_dtype(x, "input", model.dtype, owner)
+    if x.ndim != ndim:
+        raise ValueError(f"{expects}, got {x.ndim}-D input of shape {x.shape}{hint}")
+    check_input_size(x.shape[-1], model.input_size)
+    return x
+
+
 def _optional_state(args: Tuple[Any, ...], kwargs: dict, method: str, names: Tuple[str, ...]) -> Any:
     """The one optional state argument after the input (positional or by one of `names`)."""
     if len(args) > 2:
@@ -92,17 +106,10 @@ class SequencePlan(Plan):
         self.zeros = model.initial_state()
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
-        if not args:
-            raise TypeError("submit takes one sequence (T, input_size), got no input")
         model = self.model
-        x = _array(args[0], "input")
-        check_array_dtype(x, "input", model.dtype, "model")
-        if x.ndim != 2:
-            raise ValueError(
-                f"the batcher takes one unbatched sequence (T, input_size) per request, got {x.ndim}-D input of "
-                f"shape {x.shape}; submit each sequence of a batch separately"
-            )
-        check_input_size(x.shape[1], model.input_size)
+        x = _checked_input(args, model, "model", "submit takes one sequence (T, input_size)",
+                           "the batcher takes one unbatched sequence (T, input_size) per request", 2,
+                           "; submit each sequence of a batch separately")
         if x.shape[0] == 0:
             raise ValueError(f"expected a sequence length of at least 1, got input of shape {x.shape}")
         hx = _optional_state(args, kwargs, "submit", ("hx",))
@@ -147,14 +154,9 @@ class StepPlan(Plan):
         self.zeros = model.initial_state()
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
-        if not args:
-            raise TypeError("step takes one time step (input_size,) and an optional state (h, c), got no input")
         model = self.model
-        x = _array(args[0], "input")
-        check_array_dtype(x, "input", model.dtype, "model")
-        if x.ndim != 1:
-            raise ValueError(f"the batcher's step takes one stream's step (input_size,), got {x.ndim}-D input of shape {x.shape}")
-        check_input_size(x.shape[0], model.input_size)
+        x = _checked_input(args, model, "model", "step takes one time step (input_size,) and an optional state (h, c)",
+                           "the batcher's step takes one stream's step (input_size,)", 1)
         state = _optional_state(args, kwargs, "step", ("state",))
         if state is not None:
             shapes = (self.zeros[0].shape, self.zeros[1].shape)
@@ -185,14 +187,9 @@ class CellPlan(Plan):
         self.zeros = (zero, zero)
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
-        if not args:
-            raise TypeError(f"{self.method} takes one step (input_size,) and an optional state (h, c), got no input")
         cell = self.cell
-        x = _array(args[0], "input")
-        check_array_dtype(x, "input", cell.dtype, "cell")
-        if x.ndim != 1:
-            raise ValueError(f"the batcher takes one unbatched step (input_size,) per request, got {x.ndim}-D input of shape {x.shape}")
-        check_input_size(x.shape[0], cell.input_size)
+        x = _checked_input(args, cell, "cell", f"{self.method} takes one step (input_size,) and an optional state (h, c)",
+                           "the batcher takes one unbatched step (input_size,) per request", 1)
         hx = _optional_state(args, kwargs, self.method, ("hx", "state"))
         if hx is not None:
             shape = (cell.hidden_size,)
