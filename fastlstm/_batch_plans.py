@@ -97,13 +97,17 @@ def _stack_states(states: Sequence[Optional[Tuple[np.ndarray, np.ndarray]]], zer
     return h, c
 
 
-class SequencePlan(Plan):
-    """`Batcher.submit(x, hx=None)` for a `fastlstm.LSTM`; result `(output, (h_n, c_n))` as `model(x, hx)`."""
+class _LSTMPlan(Plan):
+    """What the plans of a `fastlstm.LSTM` share: the model, its threads per call, its zero states."""
 
     def __init__(self, model: LSTM, num_threads: int) -> None:
         self.model = model
         self.num_threads = num_threads
         self.zeros = model.initial_state()
+
+
+class SequencePlan(_LSTMPlan):
+    """`Batcher.submit(x, hx=None)` for a `fastlstm.LSTM`; result `(output, (h_n, c_n))` as `model(x, hx)`."""
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
         model = self.model
@@ -145,13 +149,8 @@ class SequencePlan(Plan):
         return self.model(x, hx, num_threads=self.num_threads)
 
 
-class StepPlan(Plan):
+class StepPlan(_LSTMPlan):
     """`Batcher.step(x_t, state)` for a `fastlstm.LSTM`; result `(output, (h, c))` as `model.step(x_t, state)`."""
-
-    def __init__(self, model: LSTM, num_threads: int) -> None:
-        self.model = model
-        self.num_threads = num_threads
-        self.zeros = model.initial_state()
 
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
         model = self.model
