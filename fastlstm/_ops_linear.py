@@ -12,7 +12,7 @@ from typing import Any, Dict
 import numpy as np
 
 from ._ops_base import Builder, StepArgs, StepFn, as_dtype
-from ._quantize import QUANTIZED_DTYPES
+from ._quantize import QUANTIZED_DTYPES, checked_int8_scales
 
 __all__ = ["BUILDERS", "linear"]
 
@@ -36,13 +36,10 @@ def linear(x: np.ndarray, weight_t: np.ndarray, bias: "np.ndarray | None") -> np
 def _build_linear(a: StepArgs) -> StepFn:
     x, out, dtype = a.tensor("input"), a.out, a.dtype()
     weight, bias = a.weight("weight"), a.weight("bias")
+    if weight is not None and weight.dtype in QUANTIZED_DTYPES:
+        return _build_quantized_linear(a, weight, bias)
     if weight is not None and (bias is not None or not a.has("bias")):
-        if weight.ndim != 2:
-            raise a.fail(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
-        if bias is not None and bias.shape != weight.shape[:1]:
-            raise a.fail(f"bias has shape {bias.shape}, expected ({weight.shape[0]},)")
-        if weight.dtype in QUANTIZED_DTYPES:
-            return _run_packed(_quantized_linear(a, weight, bias), x, out, np.dtype(np.float32))
+        _check_linear_shapes(a, weight, bias)
         packed = _packed_linear(weight, bias)
         if packed is not None:
             return _run_packed(packed, x, out, weight.dtype)
@@ -51,16 +48,6 @@ def _build_linear(a: StepArgs) -> StepFn:
         def run(env):
             env[out] = as_dtype(linear(x(env), weight_t, bias), dtype)
         return run
-    if weight is not None and weight.dtype in QUANTIZED_DTYPES:
-        # A stored quantized matrix with a bias computed in forward: the kernel without bias, then the bias.
-        if weight.ndim != 2:
-            raise a.fail(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
-        packed_run, computed_bias = _run_packed(_quantized_linear(a, weight, None), x, out, np.dtype(np.float32)), a.tensor("bias")
-
-        def run_bias(env):
-            packed_run(env)
-            env[out] = as_dtype(env[out] + computed_bias(env), dtype)
-        return run_bias
     # weights computed in forward (rare: tied or generated weights) are transposed per call
     get_weight, get_bias = a.tensor("weight"), a.optional_tensor("bias")
 
@@ -95,22 +82,40 @@ def _packed_linear(weight: np.ndarray, bias: "np.ndarray | None") -> Any:
 _QUANTIZED_LINEAR_CLASSES = {"bfloat16": "PackedLinearBf16", "int8": "PackedLinearI8"}
 
 
-def _quantized_linear(a: StepArgs, weight: np.ndarray, bias: "np.ndarray | None") -> Any:
+def _check_linear_shapes(a: StepArgs, weight: np.ndarray, bias: "np.ndarray | None") -> None:
+    if weight.ndim != 2:
+        raise a.fail(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise a.fail(f"bias has shape {bias.shape}, expected ({weight.shape[0]},)")
+
+
+def _build_quantized_linear(a: StepArgs, weight: np.ndarray, bias: "np.ndarray | None") -> StepFn:
     """A quantized model's Linear: bf16 bits or int8 values (with the scales stored beside them),
-    float32 bias, float32 in and out."""
+    float32 in and out. A stored bias goes into the kernel; one computed in forward is added after."""
     from . import _core
 
+    _check_linear_shapes(a, weight, bias)
     weights_dtype = QUANTIZED_DTYPES[weight.dtype]
     (stored_name,) = a.stored_names("weight")
-    scales = a.scales_of(stored_name) if weights_dtype == "int8" else None
-    if scales is not None and not (scales.dtype == np.float32 and np.isfinite(scales).all() and (scales >= 0).all()):
-        raise a.fail(f"the scales of {stored_name!r} must be finite non-negative float32 values")
+    scales = None
+    if weights_dtype == "int8":
+        scales = checked_int8_scales(a.scales_of(stored_name), weight.shape, f"{stored_name}.scales", a.where)
     if bias is not None and bias.dtype != np.float32:
         raise a.fail(f"a {weights_dtype} layer takes a float32 bias, got {bias.dtype}")
     try:
-        return getattr(_core, _QUANTIZED_LINEAR_CLASSES[weights_dtype])(weight, bias, scales)
+        packed = getattr(_core, _QUANTIZED_LINEAR_CLASSES[weights_dtype])(weight, bias, scales)
     except (TypeError, ValueError) as exc:
         raise a.fail(f"invalid {weights_dtype} weights: {exc}") from None
+    x, out, dtype = a.tensor("input"), a.out, a.dtype()
+    run = _run_packed(packed, x, out, np.dtype(np.float32))
+    if bias is not None or not a.has("bias"):
+        return run
+    computed_bias = a.tensor("bias")
+
+    def run_with_bias(env):
+        run(env)
+        env[out] = as_dtype(env[out] + computed_bias(env), dtype)
+    return run_with_bias
 
 
 def _run_packed(packed: Any, x: Any, out: int, dtype: np.dtype) -> StepFn:

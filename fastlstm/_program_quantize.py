@@ -77,8 +77,8 @@ def quantize_program(document: Mapping[str, Any], weights: Mapping[str, np.ndarr
     """(the program, its weights) with every LSTM, LSTMCell and Linear matrix in `scheme` ("bf16" or
     "int8"). TypeError for a float64 model, ValueError for an unknown scheme, a model already
     quantized, or one without such matrices."""
-    dtype = np.dtype(np.float64) if program_weights_dtype(document, weights) == "float64" else np.dtype(np.float32)
-    check_scheme(scheme, dtype, program_weights_dtype(document, weights))
+    weights_dtype = program_weights_dtype(document, weights)
+    check_scheme(scheme, np.dtype(np.float64 if weights_dtype == "float64" else np.float32), weights_dtype)
     document = copy.deepcopy(dict(document))
     refs = _matrix_refs(document, weights)
     if not refs:

@@ -32,6 +32,7 @@ __all__ = [
     "is_matrix_name",
     "quantize_weights",
     "check_stored_weights",
+    "checked_int8_scales",
 ]
 
 # quantize() scheme -> the model's weights_dtype.
@@ -152,16 +153,22 @@ def check_stored_weights(
                              f"got {array.dtype} of shape {tuple(array.shape)}")
         checked_weights[name] = _read_only(np.array(array, dtype=dtype, order="C"))
         if name in expected_scales:
-            s = np.asarray(scales[name])
-            groups = (shape[0], -(-shape[1] // INT8_GROUP))
-            if s.dtype.newbyteorder("=") != np.float32 or tuple(s.shape) != groups:
-                raise ValueError(f"{where}: {name + '.scales'!r} must be float32 of shape {groups}, "
-                                 f"got {s.dtype} of shape {tuple(s.shape)}")
-            s = np.array(s, dtype=np.float32, order="C")
-            if not (np.isfinite(s).all() and (s >= 0).all()):
-                raise ValueError(f"{where}: {name + '.scales'!r} must hold finite non-negative scales")
-            checked_scales[name] = _read_only(s)
+            checked_scales[name] = checked_int8_scales(scales[name], shape, name + ".scales", where)
     return checked_weights, checked_scales
+
+
+def checked_int8_scales(scales: np.ndarray, matrix_shape: Tuple[int, ...], name: str, where: str) -> np.ndarray:
+    """The scales of an int8 matrix of `matrix_shape`, read from a file or a program: float32, one per
+    row and group of INT8_GROUP inputs, finite and non-negative; a read-only C-contiguous copy.
+    ValueError naming `where` and `name` otherwise."""
+    s = np.asarray(scales)
+    groups = (matrix_shape[0], -(-matrix_shape[1] // INT8_GROUP))
+    if s.dtype.newbyteorder("=") != np.float32 or tuple(s.shape) != groups:
+        raise ValueError(f"{where}: {name!r} must be float32 of shape {groups}, got {s.dtype} of shape {tuple(s.shape)}")
+    s = np.array(s, dtype=np.float32, order="C")
+    if not (np.isfinite(s).all() and (s >= 0).all()):
+        raise ValueError(f"{where}: {name!r} must hold finite non-negative scales")
+    return _read_only(s)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
