@@ -105,8 +105,9 @@ def fastlstm_engine(model: Any, x: np.ndarray, threads: Optional[int]) -> Engine
                         lambda: model(x_native, **kwargs), outputs)
 
 
-def torch_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
-    """torch.nn.LSTM under inference_mode on a tensor made once (the usual way to serve it)."""
+def torch_runner(module: Any, x: np.ndarray, threads: int) -> Callable[[], Any]:
+    """`module(x)` under inference_mode on a tensor made once (the usual way to serve it), torch's
+    intra-op pool set to `threads`."""
     import torch
 
     torch.set_num_threads(threads)
@@ -114,7 +115,26 @@ def torch_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
 
     def run() -> Any:
         with torch.inference_mode():
-            return lstm(x_tensor)
+            return module(x_tensor)
+
+    return run
+
+
+def torch_dynamic_int8(module: Any, kinds: Any) -> Any:
+    """torch's dynamic int8 quantization (quantize_dynamic, qint8) of the `kinds` of modules inside
+    `module` (never the root itself)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return torch.ao.quantization.quantize_dynamic(module, kinds, dtype=torch.qint8)
+
+
+def torch_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
+    """torch.nn.LSTM under inference_mode on a tensor made once (the usual way to serve it)."""
+    import torch
+
+    run = torch_runner(lstm, x, threads)
 
     def outputs() -> Outputs:
         out, (h_n, c_n) = run()
@@ -135,9 +155,7 @@ def torch_int8_engine(lstm: Any, x: np.ndarray, threads: int) -> Engine:
     module is wrapped, since quantize_dynamic never swaps the root module itself."""
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lstm), {torch.nn.LSTM}, dtype=torch.qint8)
+    quantized = torch_dynamic_int8(torch.nn.Sequential(lstm), {torch.nn.LSTM})
     engine = torch_engine(quantized, x, threads)
     return SimpleEngine(f"torch {torch.__version__} quantize_dynamic qint8 LSTM, inference_mode", engine.run, engine.outputs)
 

@@ -17,7 +17,8 @@ import numpy as np
 from fastlstm._config import LSTMConfig
 from fastlstm.bench import report
 from fastlstm.bench.configs import BenchConfig
-from fastlstm.bench.engines import ENGINE_LABELS, SimpleEngine, openvino_request, ort_session
+from fastlstm.bench.engines import (ENGINE_LABELS, SimpleEngine, openvino_request, ort_session, torch_dynamic_int8,
+                                    torch_runner)
 from fastlstm.bench.precision import PEERS, WEIGHT_KEYS
 from fastlstm.bench.suite import MATCH_TOLERANCE, CaseResult, SuiteSettings, Variant, run_variants
 from fastlstm.bench.timing import time_interleaved
@@ -103,13 +104,7 @@ def model_engine(model: Any, inputs: Sequence[np.ndarray], threads: int) -> Simp
 def torch_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
     import torch
 
-    torch.set_num_threads(threads)
-    tensor = torch.from_numpy(x)
-
-    def run() -> Any:
-        with torch.inference_mode():
-            return module(tensor)
-
+    run = torch_runner(module, x, threads)
     return SimpleEngine(f"torch {torch.__version__} whole module, inference_mode", run, lambda: flat_outputs(run()))
 
 
@@ -152,10 +147,7 @@ def torch_int8_engine(module: Any, x: np.ndarray, threads: int) -> SimpleEngine:
     """torch's dynamic int8 quantization of the module's LSTMs and Linears (quantize_dynamic)."""
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
-        quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
-    engine = torch_engine(quantized, x, threads)
+    engine = torch_engine(torch_dynamic_int8(module, {torch.nn.LSTM, torch.nn.Linear}), x, threads)
     return SimpleEngine(engine.detail.replace("whole module", "whole module, quantize_dynamic qint8 LSTM and Linear"),
                         engine.run, engine.outputs)
 
