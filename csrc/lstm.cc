@@ -14,9 +14,6 @@
 namespace fastlstm {
 namespace {
 
-// Rows up to this count take the fused matrix-vector step; more rows amortise a GEMM over the
-// packed weights, each panel's cell update following its GEMM.
-constexpr int64_t kFusedStepMaxRows = 4;
 // The input projection runs over chunks of time steps, each one GEMM. Bigger chunks read W_ih
 // fewer times, which matters when W_ih comes from L3 or memory; the accumulators need not stay in
 // cache, as each step then reads only its own row.
@@ -364,7 +361,7 @@ class PackedLstm<T, W>::ForwardCall {
           if (chunk == 0 && i == 0) init_cell_state(layer, d, scratch, share);
           // A one-step chunk of few rows (a streaming step) adds its input projection inside the
           // fused step: one sweep over the weights, no z round trip.
-          const bool input_in_step = t_hi - t_lo == 1 && rows_at(share, t) <= kFusedStepMaxRows;
+          const bool input_in_step = t_hi - t_lo == 1 && rows_at(share, t) <= kernels_.fused_step_max_rows;
           if (i == 0 && !input_in_step) project_inputs(layer, w, scratch, own_scratch, share, t_lo, t_hi);
           step_gates(layer, d, w, scratch, own_scratch, share, t, t_lo, input_in_step);
         });
@@ -486,7 +483,9 @@ class PackedLstm<T, W>::ForwardCall {
       args.bias = w.bias.data();
       args.k_in = w.input_size;
     }
-    if (rows <= kFusedStepMaxRows) {
+    if (rows <= kernels_.fused_step_max_rows) {
+      // A few rows: the matrix-vector recurrence fused with the cell update. More rows amortise a
+      // GEMM over the packed weights, each panel's cell update following its GEMM.
       // Each member's sweeps over its panels alternate direction, within a step and across steps.
       args.sweep_parity = own_scratch.sweeps & 1;
       own_scratch.sweeps += kernels_.lstm_step_fused(args);

@@ -309,7 +309,7 @@ def test_thread_count_does_not_change_results(isa, hidden, batch, bidirectional,
 @pytest.mark.parametrize("batch", [5, 7, 13, 32, 33])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_gemm_row_tiles_match_torch_and_each_row_alone(isa, batch, dtype):
-    """Batches above four rows take the GEMM step, in row tiles of near-equal height (13 rows: 4,4,5
+    """Batches above four rows (two with AVX2) take the GEMM step, in row tiles of near-equal height (13 rows: 4,4,5
     with AVX2 fp32), on weights packed in reduction blocks of 256 (H_out = 300 spans a whole block
     and a partial one; the projection GEMM has one gate). Each row must match torch and equal its
     own one-row run bitwise, whatever tile it fell in."""

@@ -63,7 +63,8 @@ def run(model, x, **kwargs):
 # ------------------------------------------------------------------------- kernels on the same weights
 SHAPES = [
     # input, hidden, layers, bidirectional, proj, T, B: odd sizes exercise partial panels, a ragged
-    # last k pair and int8 group, the fused step (B <= 4) and the GEMM step (B > 4).
+    # last k pair and int8 group, the fused step (B <= 4 with AVX-512,
+    # <= 2 with AVX2) and the GEMM step (more rows).
     dict(input_size=37, hidden_size=70, num_layers=2, bidirectional=True, proj_size=0, steps=9, batch=3),
     dict(input_size=300, hidden_size=48, num_layers=1, bidirectional=False, proj_size=21, steps=6, batch=7),
     dict(input_size=64, hidden_size=260, num_layers=1, bidirectional=False, proj_size=0, steps=5, batch=13),
@@ -128,6 +129,10 @@ def test_results_do_not_depend_on_the_batch_or_the_threads(scheme, int8_vnni):
             np.testing.assert_array_equal(together[2][:, b : b + 1], c)
     # batch 1 split across threads by hidden units
     np.testing.assert_array_equal(run(model, x[:, :1], num_threads=2)[0], alone[0][0])
+    # 2-4 rows: the fused step's multi-row sweeps, or GEMM tiles, depending on the kernel set
+    for rows in (2, 3, 4):
+        together = run(model, np.ascontiguousarray(x[:, :rows]), num_threads=1)
+        np.testing.assert_array_equal(together[0][:, :1], alone[0][0])
 
 
 # ------------------------------------------------------------------------------------- accuracy budgets

@@ -81,6 +81,8 @@ struct KernelTable {
   // Matrix-vector recurrence fused with the cell update; best for a few rows.
   // Returns the sweeps it made over the weights (they depend on the ISA's rows per group).
   int64_t (*lstm_step_fused)(const StepArgs<T, W>&) = nullptr;
+  // Steps of up to this many rows take lstm_step_fused, more rows lstm_step_gemm.
+  int64_t fused_step_max_rows = 0;
   // The step for many rows: the GEMM args add h_prev W_hh^T to the step's z, each panel followed by
   // its cell update.
   void (*lstm_step_gemm)(const GemmArgs<T, W>& gemm, const StepArgs<T, W>& step) = nullptr;

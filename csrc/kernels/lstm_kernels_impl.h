@@ -45,8 +45,9 @@ struct Kernels {
   // GEMM row tile: about 12 accumulators leaves registers for the weights and broadcasts (the
   // dot-product kernels need three per row: the two parts' int32 sums and the float one).
   static constexpr int kRowTile = kDot ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
-  // Below this many rows, row tiles would have too few FMA chains; go row by row, all gates at once.
-  static constexpr int64_t kMinTiledRows = 4;
+  // Below this many rows, row tiles would have too few FMA chains (rows x vectors per panel); go row
+  // by row, all gates at once. A 3-row tile has 6 chains with AVX2's two vectors per panel.
+  static constexpr int64_t kMinTiledRows = kVecsPerPanel > 1 ? 3 : 4;
 
   // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
   // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk; stored
@@ -506,26 +507,55 @@ struct Kernels {
 
   // sums[r][q][g] += sum over k in [k0, k1) of a[r][k] * w[q][g][k], from wk (k0's weights of the
   // first panel); panels are w_panel values apart, gates w_gate. Every sum takes its k in order.
+  // Several rows' sums for whole panels may not fit in half the registers (AVX2: a panel is two
+  // vectors, so two rows would need all sixteen); then the sums go one vector of each panel at a
+  // time, over runs of kVectorPassK k whose weights stay in L1 for the next vector's pass. Each sum
+  // still takes its k in order: the same result as in one pass.
   template <int G, int NP, int R>
   static void multiply_add_rows(const T* const* a, int64_t k0, int64_t k1, const W* wk, int64_t w_panel, int64_t w_gate,
                                 Reg (&sums)[R][NP][G][kVecsPerPanel]) {
+    if constexpr (R == 1 || R * NP * G * kVecsPerPanel <= V::kRegisters / 2) {
+      multiply_add_vectors<G, NP, R, kVecsPerPanel>(a, k0, k1, wk, w_panel, w_gate, 0, sums);
+    } else {
+      for (int64_t s0 = k0; s0 < k1; s0 += kVectorPassK) {
+        const int64_t s1 = s0 + kVectorPassK < k1 ? s0 + kVectorPassK : k1;
+        for (int v = 0; v < kVecsPerPanel; ++v) {
+          Reg one[R][NP][G][1];
+          for (int r = 0; r < R; ++r)
+            for (int q = 0; q < NP; ++q)
+              for (int g = 0; g < G; ++g) one[r][q][g][0] = sums[r][q][g][v];
+          multiply_add_vectors<G, NP, R, 1>(a, s0, s1, wk + (s0 - k0) * kPanel, w_panel, w_gate, v, one);
+          for (int r = 0; r < R; ++r)
+            for (int q = 0; q < NP; ++q)
+              for (int g = 0; g < G; ++g) sums[r][q][g][v] = one[r][q][g][0];
+        }
+      }
+    }
+  }
+  // A multiple of every k step, so that each run starts on a stored word.
+  static constexpr int64_t kVectorPassK = 64;
+
+  // multiply_add_rows for VS vectors of each panel, from vector v0.
+  template <int G, int NP, int R, int VS>
+  static void multiply_add_vectors(const T* const* a, int64_t k0, int64_t k1, const W* wk, int64_t w_panel,
+                                   int64_t w_gate, int v0, Reg (&sums)[R][NP][G][VS]) {
     int64_t kk = k0;
-    for (; kk + kStep <= k1; kk += kStep, wk += kPanel * kStep) rows_step(kStep, a, kk, wk, w_panel, w_gate, sums);
-    if (kk < k1) rows_step(static_cast<int>(k1 - kk), a, kk, wk, w_panel, w_gate, sums);  // padding past k1 unread
+    for (; kk + kStep <= k1; kk += kStep, wk += kPanel * kStep) rows_step(kStep, a, kk, wk, w_panel, w_gate, v0, sums);
+    if (kk < k1) rows_step(static_cast<int>(k1 - kk), a, kk, wk, w_panel, w_gate, v0, sums);  // padding past k1 unread
   }
 
-  // The first `steps` (<= kStep) k of the k step at kk of multiply_add_rows.
-  template <int G, int NP, int R>
-  static void rows_step(int steps, const T* const* a, int64_t kk, const W* wk, int64_t w_panel, int64_t w_gate,
-                        Reg (&sums)[R][NP][G][kVecsPerPanel]) {
+  // The first `steps` (<= kStep) k of the k step at kk of multiply_add_vectors.
+  template <int G, int NP, int R, int VS>
+  static void rows_step(int steps, const T* const* a, int64_t kk, const W* wk, int64_t w_panel, int64_t w_gate, int v0,
+                        Reg (&sums)[R][NP][G][VS]) {
     Reg b[kStep][R];
     for (int s = 0; s < steps; ++s)
       for (int r = 0; r < R; ++r) b[s][r] = V::set1(a[r][kk + s]);
     for (int q = 0; q < NP; ++q)
       for (int g = 0; g < G; ++g)
-        for (int v = 0; v < kVecsPerPanel; ++v) {
+        for (int v = 0; v < VS; ++v) {
           Reg wv[kStep];
-          load_weights(wk + q * w_panel + g * w_gate + v * V::kWidth * kStep, wv);
+          load_weights(wk + q * w_panel + g * w_gate + (v0 + v) * V::kWidth * kStep, wv);
           for (int s = 0; s < steps; ++s)
             for (int r = 0; r < R; ++r) sums[r][q][g][v] = V::fmadd(wv[s], b[s][r], sums[r][q][g][v]);
         }
@@ -573,12 +603,18 @@ struct Kernels {
     }
   }
 
-  // Rows of the fused step sharing each weight load: as many as keep their partial sums in half the
-  // vector registers (4 with AVX-512's 32, 1 with AVX2's 16). A single row instead takes several
-  // panels at once for enough independent FMA chains.
-  static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * kVecsPerPanel);
+  // Rows of the fused step sharing each weight load: as many as keep one vector of partial sums per
+  // gate in half the vector registers (4 with AVX-512's 32, 2 with AVX2's 16; see multiply_add_rows).
+  // A single row instead takes several panels at once for enough independent FMA chains.
+  static constexpr int kFusedRowsFit = V::kRegisters / 2 / kGates;
   // With dot-product instructions each row keeps two sums per accumulator besides the float one: two rows.
   static constexpr int kFusedRows = kDot ? 2 : kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
+
+  // The most rows the fused step takes; more go to lstm_step_gemm. Measured on Zen 3 (AVX2, medium's
+  // network): per sequence, a 2-row sweep costs 0.81x a lone row's, a 3-row GEMM tile 0.66-0.78x
+  // against 0.87x for sweeps of 2 + 1 rows. With AVX-512 one sweep holds 4 rows. The dot-product
+  // kernels (2 rows a sweep) keep the 4 they were tuned with.
+  static constexpr int64_t kFusedStepMaxRows = kDot ? 4 : kFusedRows;
 
   // Panels whose cell updates the fused step holds back and runs together: enough independent
   // activation vectors to keep the FP units busy, few enough that their pre-activations stay in L1.
@@ -678,6 +714,7 @@ struct Kernels {
     t.gemm_accumulate = &gemm_accumulate;
     t.lstm_step_fused = &lstm_step_fused;
     t.lstm_step_gemm = &lstm_step_gemm;
+    t.fused_step_max_rows = kFusedStepMaxRows;
     return t;
   }
 };
