@@ -5,13 +5,13 @@ per request, of a length drawn uniformly from 20-100 steps, and waits for its an
 
 - direct:       every client calls `model(x)` itself (default thread policy);
 - direct-1t:    the same with `num_threads=1` (concurrent calls do not fight for the cores);
-- batcher:      one `fastlstm.Batcher(model, max_batch, max_delay_ms)` (defaults: 1 worker, default
-                thread policy); clients `submit(x).result()`;
-- batcher-2w:   the same with 2 workers;
-- batcher-2w1t: the same with 2 workers whose calls use 1 thread each.
+- batcher:      one `fastlstm.Batcher(model, max_batch, max_delay_ms)` with its defaults (2 workers
+                sharing the cores: a call alone takes them all, two calls one each); clients
+                `submit(x).result()`;
+- batcher-1w:   the same with 1 worker, whose calls take every core.
 
 Clients are threads released together by a Barrier (bench/concurrency.py's harness), each cycling
-through its own 64 random sequences; every way sees the same inputs. Ways alternate A B C D E E D C B A
+through its own 64 random sequences; every way sees the same inputs. Ways alternate A B C D D C B A
 in halves of the duration. Every batcher answer is first checked bitwise against a lone `model(x)`.
 """
 
@@ -36,7 +36,7 @@ DEFAULT_SECONDS = 4.0  # per client count and way
 SEQUENCES_PER_CLIENT = 64
 MIN_STEPS, MAX_STEPS = 20, 100
 NETWORK = CONFIGS_BY_NAME["medium"].lstm
-WAYS = ("direct", "direct-1t", "batcher", "batcher-2w", "batcher-2w1t")
+WAYS = ("direct", "direct-1t", "batcher", "batcher-1w")
 
 
 def client_inputs(seed: int, client: int) -> List[np.ndarray]:
@@ -122,9 +122,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     sizes = {name: BatchSizes() for name in WAYS if name.startswith("batcher")}
     batchers = {
         "batcher": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, on_batch=sizes["batcher"]),
-        "batcher-2w": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=2, on_batch=sizes["batcher-2w"]),
-        "batcher-2w1t": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=2, num_threads=1,
-                                         on_batch=sizes["batcher-2w1t"]),
+        "batcher-1w": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=1, on_batch=sizes["batcher-1w"]),
     }
     try:
         bitwise = all(check_bitwise(model, batcher, args.seed) for batcher in batchers.values())
@@ -157,7 +155,7 @@ def batching_report(results: Dict[int, Dict[str, Tuple[LoadResult, float]]], mea
         f"sequence per request, length uniform in {MIN_STEPS}-{MAX_STEPS}; each client cycles through its own "
         f"{SEQUENCES_PER_CLIENT} sequences (the same for every way)",
         f"batchers: max_batch={args.max_batch}, max_delay_ms={args.max_delay_ms:g}; ~{args.seconds:g} s per way "
-        "and client count in two halves, ways alternating A B C D E E D C B A; latency per request, perf_counter_ns",
+        "and client count in two halves, ways alternating A B C D D C B A; latency per request, perf_counter_ns",
         "throughput: requests completed by all clients / wall time from the barrier to the last response; "
         "CPU ms per request: this process's CPU time (all threads) over its requests, which does not depend on how "
         "much of a shared machine the process gets (16 direct callers are 16 runnable threads competing with other "

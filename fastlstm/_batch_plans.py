@@ -47,10 +47,13 @@ class Plan:
     def check(self, args: Tuple[Any, ...], kwargs: dict) -> Request:
         raise NotImplementedError
 
-    def run_batch(self, payloads: Sequence[Any]) -> List[Any]:
+    # Whether run_batch/run_one honour num_threads (a converted Model's calls follow set_num_threads).
+    takes_threads = True
+
+    def run_batch(self, payloads: Sequence[Any], num_threads: int) -> List[Any]:
         raise NotImplementedError
 
-    def run_one(self, payload: Any) -> Any:
+    def run_one(self, payload: Any, num_threads: int) -> Any:
         raise NotImplementedError
 
 
@@ -98,11 +101,10 @@ def _stack_states(states: Sequence[Optional[Tuple[np.ndarray, np.ndarray]]], zer
 
 
 class _LSTMPlan(Plan):
-    """What the plans of a `fastlstm.LSTM` share: the model, its threads per call, its zero states."""
+    """What the plans of a `fastlstm.LSTM` share: the model and its zero states."""
 
-    def __init__(self, model: LSTM, num_threads: int) -> None:
+    def __init__(self, model: LSTM) -> None:
         self.model = model
-        self.num_threads = num_threads
         self.zeros = model.initial_state()
 
 
@@ -123,7 +125,7 @@ class SequencePlan(_LSTMPlan):
         # Copies: the caller may reuse its buffers as soon as submit returns.
         return Request("sequence", (np.array(x, order="C"), None if hx is None else (hx[0].copy(), hx[1].copy())))
 
-    def run_batch(self, payloads: Sequence[Any]) -> List[Any]:
+    def run_batch(self, payloads: Sequence[Any], num_threads: int) -> List[Any]:
         model = self.model
         lengths = np.array([x.shape[0] for x, _ in payloads], dtype=np.int64)
         steps, batch = int(lengths.max()), len(payloads)
@@ -137,16 +139,16 @@ class SequencePlan(_LSTMPlan):
                 merged[: x.shape[0], row] = x
         hx = _stack_states([state for _, state in payloads], self.zeros, axis=1)
         uneven = bool((lengths != steps).any())
-        output, (h_n, c_n) = model(merged, hx, lengths=lengths if uneven else None, num_threads=self.num_threads)
+        output, (h_n, c_n) = model(merged, hx, lengths=lengths if uneven else None, num_threads=num_threads)
         results = []
         for row, length in enumerate(lengths):
             rows = output[row, :length] if batch_first else output[:length, row]
             results.append((np.ascontiguousarray(rows), (np.ascontiguousarray(h_n[:, row]), np.ascontiguousarray(c_n[:, row]))))
         return results
 
-    def run_one(self, payload: Any) -> Any:
+    def run_one(self, payload: Any, num_threads: int) -> Any:
         x, hx = payload
-        return self.model(x, hx, num_threads=self.num_threads)
+        return self.model(x, hx, num_threads=num_threads)
 
 
 class StepPlan(_LSTMPlan):
@@ -163,25 +165,24 @@ class StepPlan(_LSTMPlan):
             state = (state[0].copy(), state[1].copy())
         return Request("step", (x.copy(), state))
 
-    def run_batch(self, payloads: Sequence[Any]) -> List[Any]:
+    def run_batch(self, payloads: Sequence[Any], num_threads: int) -> List[Any]:
         merged = np.stack([x for x, _ in payloads])
         states = [state for _, state in payloads]
         hx = _stack_states(states, self.zeros, axis=1)
-        output, (h_n, c_n) = self.model.step(merged, hx, num_threads=self.num_threads)
+        output, (h_n, c_n) = self.model.step(merged, hx, num_threads=num_threads)
         return [(output[row].copy(), (h_n[:, row].copy(), c_n[:, row].copy())) for row in range(len(payloads))]
 
-    def run_one(self, payload: Any) -> Any:
+    def run_one(self, payload: Any, num_threads: int) -> Any:
         x, state = payload
-        return self.model.step(x, state, num_threads=self.num_threads)
+        return self.model.step(x, state, num_threads=num_threads)
 
 
 class CellPlan(Plan):
     """`Batcher.submit(x, hx=None)` or `step` for a `fastlstm.LSTMCell`; result `(h_1, c_1)` as `cell(x, hx)`."""
 
-    def __init__(self, cell: LSTMCell, method: str, num_threads: int) -> None:
+    def __init__(self, cell: LSTMCell, method: str) -> None:
         self.cell = cell
         self.method = method
-        self.num_threads = num_threads
         zero = np.zeros(cell.hidden_size, cell.dtype)
         self.zeros = (zero, zero)
 
@@ -196,21 +197,23 @@ class CellPlan(Plan):
             hx = (hx[0].copy(), hx[1].copy())
         return Request("cell", (x.copy(), hx))
 
-    def run_batch(self, payloads: Sequence[Any]) -> List[Any]:
+    def run_batch(self, payloads: Sequence[Any], num_threads: int) -> List[Any]:
         merged = np.stack([x for x, _ in payloads])
         hx = _stack_states([hx for _, hx in payloads], self.zeros, axis=0)
-        h_1, c_1 = self.cell(merged, hx, num_threads=self.num_threads)
+        h_1, c_1 = self.cell(merged, hx, num_threads=num_threads)
         return [(h_1[row].copy(), c_1[row].copy()) for row in range(len(payloads))]
 
-    def run_one(self, payload: Any) -> Any:
+    def run_one(self, payload: Any, num_threads: int) -> Any:
         x, hx = payload
-        return self.cell(x, hx, num_threads=self.num_threads)
+        return self.cell(x, hx, num_threads=num_threads)
 
 
 class ModelPlan(Plan):
     """`Batcher.submit(*inputs)` for a converted `fastlstm.Model`: one example, each input without its
     batch axis (axis 0 of every input and output); result as `model(*(x[None] for x in inputs))` with
-    each output's batch axis dropped."""
+    each output's batch axis dropped. Its calls use fastlstm.set_num_threads's cores."""
+
+    takes_threads = False
 
     def __init__(self, model: Model) -> None:
         # Read-only use of the program's metadata: the specs of forward's tensor arguments and the
@@ -259,13 +262,13 @@ class ModelPlan(Plan):
         key = tuple(x.shape for x in arrays)
         return Request(key, arrays)
 
-    def run_batch(self, payloads: Sequence[Any]) -> List[Any]:
+    def run_batch(self, payloads: Sequence[Any], num_threads: int) -> List[Any]:
         batch = len(payloads)
         merged = [np.stack(column) for column in zip(*payloads)]
         outputs = self.model(*merged)
         return [_split(outputs, row, batch) for row in range(batch)]
 
-    def run_one(self, payload: Any) -> Any:
+    def run_one(self, payload: Any, num_threads: int) -> Any:
         return _split(self.model(*(x[None] for x in payload)), 0, 1)
 
 
@@ -339,22 +342,21 @@ def _split(value: Any, row: int, batch: int) -> Any:
     raise ValueError(f"the model returned a {type(value).__name__}, which has no batch axis to split")
 
 
-def submit_plan(model: Any, num_threads: int) -> Plan:
-    """The plan of `Batcher.submit` for `model`, or a TypeError for an unsupported object.
-    num_threads: per batched call of an LSTM or LSTMCell (a Model's calls follow set_num_threads)."""
+def submit_plan(model: Any) -> Plan:
+    """The plan of `Batcher.submit` for `model`, or a TypeError for an unsupported object."""
     if isinstance(model, LSTM):
-        return SequencePlan(model, num_threads)
+        return SequencePlan(model)
     if isinstance(model, LSTMCell):
-        return CellPlan(model, "submit", num_threads)
+        return CellPlan(model, "submit")
     if isinstance(model, Model):
         return ModelPlan(model)
     raise TypeError(f"Batcher takes a fastlstm.LSTM, LSTMCell or Model, got {type(model).__name__}")
 
 
-def step_plan(model: Any, num_threads: int) -> Optional[Plan]:
+def step_plan(model: Any) -> Optional[Plan]:
     """The plan of `Batcher.step` (streams), or None for a model without steps."""
     if isinstance(model, LSTM):
-        return StepPlan(model, num_threads)
+        return StepPlan(model)
     if isinstance(model, LSTMCell):
-        return CellPlan(model, "step", num_threads)
+        return CellPlan(model, "step")
     return None

@@ -4,7 +4,9 @@ At batch 1 an LSTM step is bound by reading the recurrent weights; a batch of 8 
 8 rows, so it costs little more than one. The batcher queues requests from any number of threads
 (or asyncio tasks), and one worker thread runs whatever is waiting as one batched call, then hands
 each caller its own rows. The per-request work (checks, copies) runs in the callers' threads; the
-worker only merges, calls and splits.
+worker only merges, calls and splits. Two workers share the cores: a call takes them all when it
+runs alone (a lone caller's latency) and half when the other worker computes too (under load,
+two single-threaded batches compute more per core than one batch split over two threads).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import weakref
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from ._batch_plans import Plan, Request, step_plan, submit_plan
+from ._system import get_num_threads
 
 __all__ = ["Batcher", "BatcherFull", "BatcherClosed"]
 
@@ -50,11 +53,14 @@ class _Queue:
     reference to the Batcher: a batcher dropped without close() is finalised, which drains and
     stops the worker instead of leaving it waiting forever."""
 
-    def __init__(self, max_batch: int, max_delay: float, max_queue: int,
+    def __init__(self, max_batch: int, max_delay: float, max_queue: int, workers: int, num_threads: int,
                  on_batch: Optional[Callable[[int, float], None]]) -> None:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_queue = max_queue
+        self.workers = workers
+        self.num_threads = num_threads  # the cores all calls share; 0: fastlstm.get_num_threads()
+        self.busy_threads = 0  # threads of the calls running now
         self.on_batch = on_batch
         self.items: Deque[_Pending] = collections.deque()
         self.lock = threading.Lock()
@@ -93,20 +99,35 @@ class _Queue:
     # ----------------------------------------------------------------------------- worker's side
     def run(self) -> None:
         """The worker: take a batch, run it, repeat; after close(), drain what is queued, then return."""
+        expected, free_since = 1, time.monotonic()
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take(expected, free_since)
+            if taken is None:
                 return
+            batch, threads = taken
             try:
-                self._run_batch(batch)
+                self._run_batch(batch, threads)
             except BaseException as error:  # noqa: BLE001 - a bug here must not leave callers waiting forever
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
+            finally:
+                with self.lock:
+                    self.busy_threads -= threads
+            # The callers just answered often send their next request at once (a client loop, a
+            # stream's next step): expect as many again.
+            expected, free_since = len(batch), time.monotonic()
 
-    def _take(self) -> Optional[List[_Pending]]:
+    def _take(self, expected: int, free_since: float) -> Optional[Tuple[List[_Pending], int]]:
         """The next batch: the oldest request and up to max_batch - 1 later ones with the same plan and
-        key, once max_batch of them wait or the oldest has waited max_delay (at once after close)."""
+        key. It goes at once when `expected` of them wait (as many as this worker's last batch, so
+        a lone caller never waits for company) or max_batch do; else once max_delay has passed since
+        the oldest arrived or since this worker became free, whichever is later, so that requests
+        queued during the last call do not leave without the callers that call just answered (which
+        would split the callers into a large and a small batch for good). At once after close().
+        Also returns the threads its call may use: the cores no other call is using, and at least
+        its share (the cores over the workers)."""
+        expected = min(expected, self.max_batch)
         with self.lock:
             while True:
                 if not self.items:
@@ -115,9 +136,9 @@ class _Queue:
                     self.arrived.wait()  # woken by put() or close()
                     continue
                 first = self.items[0]
-                if self.closed or self._count_mergeable(first) >= self.max_batch:
+                if self.closed or self._count_mergeable(first) >= expected:
                     break
-                remaining = first.arrived + self.max_delay - time.monotonic()
+                remaining = max(first.arrived, free_since) + self.max_delay - time.monotonic()
                 if remaining <= 0:
                     break
                 # Another worker may take `first` meanwhile: everything is looked at again after the wait.
@@ -130,13 +151,16 @@ class _Queue:
                     kept.append(item)
             self.items = kept
             self.space.notify(len(batch))
-            return batch
+            cores = self.num_threads or get_num_threads()
+            threads = max(1, cores // self.workers, cores - self.busy_threads)
+            self.busy_threads += threads
+            return batch, threads
 
     def _count_mergeable(self, first: _Pending) -> int:
         plan, key = first.plan, first.request.key
         return sum(1 for item in self.items if item.plan is plan and item.request.key == key)
 
-    def _run_batch(self, batch: List[_Pending]) -> None:
+    def _run_batch(self, batch: List[_Pending], threads: int) -> None:
         # A future cancelled while queued is dropped; the others are marked running (no more cancel).
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
         if not batch:
@@ -146,7 +170,7 @@ class _Queue:
         results: Optional[List[Any]] = None
         if len(batch) > 1:
             try:
-                results = plan.run_batch([item.request.payload for item in batch])
+                results = plan.run_batch([item.request.payload for item in batch], threads)
             except Exception:  # noqa: BLE001 - each request is retried alone below and gets its own error
                 results = None
         if results is None:
@@ -154,7 +178,7 @@ class _Queue:
             # request fails alone and the others still get their results.
             for item in batch:
                 try:
-                    item.future.set_result(plan.run_one(item.request.payload))
+                    item.future.set_result(plan.run_one(item.request.payload, threads))
                 except BaseException as error:  # noqa: BLE001 - delivered to its caller
                     item.future.set_exception(error)
         else:
@@ -201,8 +225,11 @@ class Batcher:
     `submit` itself, in the caller's thread, and never reaches a batch. Should a merged call fail
     anyway, each of its requests runs alone and gets its own result or error.
 
-    A batch runs when `max_batch` mergeable requests wait, or when the oldest has waited
-    `max_delay_ms`; while the worker runs one batch, the next one gathers. At most `max_queue`
+    A batch runs at once when as many mergeable requests wait as the worker's last batch had (so a
+    lone caller never waits for company, and callers that send their next request as soon as they
+    are answered stay together) or when `max_batch` do; otherwise when the oldest has waited
+    `max_delay_ms`, counted from when the worker became free if that is later. While one worker
+    computes, the next batch gathers for the other. At most `max_queue`
     requests wait: then `submit(..., block=True)` (the default) waits for room, up to `timeout`
     seconds, and `block=False` raises `BatcherFull` at once. `close()` takes no new requests
     (`BatcherClosed`), runs every queued one and stops the worker thread; leaving the `with` block
@@ -213,21 +240,24 @@ class Batcher:
         max_batch: most requests per call (>= 1).
         max_delay_ms: longest a request waits for others to join its batch (>= 0).
         max_queue: most requests waiting at once (>= 1).
-        workers: worker threads, each running one batch at a time (>= 1). One worker (the
-            default) makes the largest batches, and its calls use the thread pool; more workers
-            overlap batches (each call gets the cores the others leave free). bench/lab.py batching
-            measures the choices: on 2 cores, 1 worker served the most requests per CPU-second.
-        num_threads: threads per batched call of an LSTM or LSTMCell (0: fastlstm.get_num_threads());
-            a Model's calls follow fastlstm.set_num_threads.
+        workers: worker threads, each running one batch at a time (>= 1). Default: 2 for an LSTM or
+            LSTMCell when there are 2 cores or more, else 1 (a Model's calls take
+            fastlstm.set_num_threads's cores each, so one worker). bench/lab.py batching measures
+            the choices.
+        num_threads: the cores the calls of an LSTM or LSTMCell share (0: fastlstm.get_num_threads()
+            at each call). A call takes every core no other call is using, and at least its share
+            (num_threads / workers); a Model's calls follow fastlstm.set_num_threads.
         on_batch: optional `callback(batch_size, seconds)`, called by the worker after each call
             (for metrics; its exceptions are ignored).
     """
 
     def __init__(self, model: Any, max_batch: int = 32, max_delay_ms: float = 1.0, max_queue: int = 1024, *,
-                 workers: int = 1, num_threads: int = 0,
+                 workers: Optional[int] = None, num_threads: int = 0,
                  on_batch: Optional[Callable[[int, float], None]] = None) -> None:
-        for name, value, low in (("max_batch", max_batch, 1), ("max_queue", max_queue, 1), ("workers", workers, 1),
-                                 ("num_threads", num_threads, 0)):
+        checked = [("max_batch", max_batch, 1), ("max_queue", max_queue, 1), ("num_threads", num_threads, 0)]
+        if workers is not None:
+            checked.append(("workers", workers, 1))
+        for name, value, low in checked:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < low:
@@ -236,10 +266,12 @@ class Batcher:
             raise TypeError(f"max_delay_ms must be a number, got {type(max_delay_ms).__name__}")
         if not 0 <= max_delay_ms <= 60_000:
             raise ValueError(f"max_delay_ms must lie in [0, 60000], got {max_delay_ms}")
-        self._submit_plan = submit_plan(model, num_threads)
-        self._step_plan = step_plan(model, num_threads)
+        self._submit_plan = submit_plan(model)
+        self._step_plan = step_plan(model)
         self._model = model
-        self._queue = _Queue(max_batch, max_delay_ms / 1e3, max_queue, on_batch)
+        if workers is None:
+            workers = 2 if self._submit_plan.takes_threads and (num_threads or get_num_threads()) >= 2 else 1
+        self._queue = _Queue(max_batch, max_delay_ms / 1e3, max_queue, workers, num_threads, on_batch)
         self._threads = [threading.Thread(target=self._queue.run, name=f"fastlstm-batcher-{index}", daemon=True)
                          for index in range(workers)]
         for thread in self._threads:
@@ -318,4 +350,4 @@ class Batcher:
         queue = self._queue
         state = "closed" if queue.closed else "open"
         return (f"fastlstm.Batcher({type(self._model).__name__}, max_batch={queue.max_batch}, "
-                f"max_delay_ms={queue.max_delay * 1e3:g}, max_queue={queue.max_queue}; {state})")
+                f"max_delay_ms={queue.max_delay * 1e3:g}, max_queue={queue.max_queue}, workers={queue.workers}; {state})")

@@ -239,17 +239,17 @@ def test_a_failing_merged_call_falls_back_to_lone_calls(monkeypatch: pytest.Monk
     with fastlstm.Batcher(model, max_batch=8, max_delay_ms=100) as batcher:
         plan = batcher._submit_plan
 
-        def broken(payloads: Any) -> Any:
+        def broken(payloads: Any, num_threads: int) -> Any:
             raise RuntimeError("merged call failed")
 
         calls = []
         lone = plan.run_one
 
-        def run_one(payload: Any) -> Any:
+        def run_one(payload: Any, num_threads: int) -> Any:
             calls.append(payload)
             if np.array_equal(payload[0], xs[2]):
                 raise ValueError("this one request is bad")
-            return lone(payload)
+            return lone(payload, num_threads)
 
         monkeypatch.setattr(plan, "run_batch", broken)
         monkeypatch.setattr(plan, "run_one", run_one)
@@ -272,10 +272,10 @@ class Gate:
         run_one, run_batch = plan.run_one, plan.run_batch
 
         def held(run: Any) -> Any:
-            def call(payload: Any) -> Any:
+            def call(payload: Any, num_threads: int) -> Any:
                 self.entered.set()
                 assert self.open.wait(TIMEOUT)
-                return run(payload)
+                return run(payload, num_threads)
             return call
 
         monkeypatch.setattr(plan, "run_one", held(run_one))
@@ -422,3 +422,59 @@ def test_many_clients_many_rounds_under_load() -> None:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             list(pool.map(client, range(16), timeout=TIMEOUT))
     assert not failures
+
+
+def test_a_lone_caller_does_not_wait_for_company() -> None:
+    """The worker's last batch had one request: the next lone request goes at once, not after
+    max_delay_ms (here far longer than the call)."""
+    model = fastlstm.LSTM(4, 8, seed=0)
+    x = np.ones((3, 4), np.float32)
+    with fastlstm.Batcher(model, max_delay_ms=2_000) as batcher:
+        for _ in range(3):
+            started = time.monotonic()
+            assert_same_bits(batcher.submit(x).result(TIMEOUT), model(x))
+            assert time.monotonic() - started < 1.0
+
+
+def test_calls_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call running alone takes every core; one starting while the other worker computes takes
+    the rest, and at least its share (cores / workers)."""
+    model = fastlstm.LSTM(4, 8, seed=0)
+    x = np.ones((3, 4), np.float32)
+    for cores, expected in ((2, [2, 1]), (8, [8, 4])):
+        batcher = fastlstm.Batcher(model, max_batch=1, max_delay_ms=0, workers=2, num_threads=cores)
+        assert "workers=2" in repr(batcher)
+        plan = batcher._submit_plan
+        threads: List[int] = []
+        entered, release = threading.Semaphore(0), threading.Event()
+        lone = plan.run_one
+
+        def run_one(payload: Any, num_threads: int) -> Any:
+            threads.append(num_threads)
+            entered.release()
+            assert release.wait(TIMEOUT)
+            return lone(payload, num_threads)
+
+        monkeypatch.setattr(plan, "run_one", run_one)
+        try:
+            first = batcher.submit(x)
+            assert entered.acquire(timeout=TIMEOUT)  # the first call holds the cores
+            second = batcher.submit(x)
+            assert entered.acquire(timeout=TIMEOUT)
+            assert threads == expected
+            release.set()
+            for future in (first, second):
+                assert_same_bits(future.result(TIMEOUT), model(x))
+        finally:
+            release.set()
+            batcher.close()
+
+
+def test_default_workers() -> None:
+    model = fastlstm.LSTM(4, 8, seed=0)
+    with fastlstm.Batcher(model, num_threads=1) as batcher:
+        assert "workers=1" in repr(batcher)
+    with fastlstm.Batcher(model, num_threads=4) as batcher:
+        assert "workers=2" in repr(batcher)
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        fastlstm.Batcher(model, workers=0)

@@ -302,7 +302,7 @@ def test_batching_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     result = json.loads((tmp_path / "batching.json").read_text(encoding="utf-8"))
     assert result["bitwise_equal_to_lone_calls"] is True
     for row in result["by_clients"]:
-        assert set(row["ways"]) == {"direct", "direct-1t", "batcher", "batcher-2w", "batcher-2w1t"}
+        assert set(row["ways"]) == {"direct", "direct-1t", "batcher", "batcher-1w"}
         assert all(way["requests"] > 0 and way["cpu_seconds_per_request"] > 0 for way in row["ways"].values())
 
 
