@@ -10,6 +10,11 @@ per request, of a length drawn uniformly from 20-100 steps, and waits for its an
                 `submit(x).result()`;
 - batcher-1w:   the same with 1 worker, whose calls take every core.
 
+Then the headroom: the kernel's CPU time per request for batches of 1-16 such sequences (one thread,
+back to back, rows dropping out as their sequences end), and the requests per second that would
+give on every core. No batcher on this kernel can beat that ceiling for 16 clients (a batch never
+holds more than the 16 requests in flight, and one thread per call costs the least CPU).
+
 Clients are threads released together by a Barrier (bench/concurrency.py's harness), each cycling
 through its own 64 random sequences; every way sees the same inputs. Ways alternate A B C D D C B A
 in halves of the duration. Every batcher answer is first checked bitwise against a lone `model(x)`.
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import os
 import resource
+import time
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
@@ -78,6 +85,33 @@ def check_bitwise(model: Any, batcher: Any, seed: int) -> bool:
     return True
 
 
+HEADROOM_BATCHES = (1, 2, 4, 8, 16)
+HEADROOM_ROUNDS = 16  # calls per batch size, the sizes interleaved round by round
+
+
+def kernel_cpu_per_request(model: Any, seed: int) -> Dict[int, float]:
+    """CPU seconds per request of one-thread calls on batches of each HEADROOM_BATCHES size, the
+    sequences drawn like the clients' (zero-padded, lengths= as the Batcher calls). The sizes take
+    turns, so that a noisy neighbour slows them all alike; the CPU time is the calling thread's."""
+    rng = np.random.default_rng([seed, 1_000])
+    calls: Dict[int, List[Tuple[np.ndarray, np.ndarray]]] = {}
+    for batch in HEADROOM_BATCHES:
+        calls[batch] = []
+        for _ in range(HEADROOM_ROUNDS):
+            lengths = rng.integers(MIN_STEPS, MAX_STEPS + 1, batch)
+            x = rng.standard_normal((int(lengths.max()), batch, NETWORK.input_size)).astype(np.float32)
+            calls[batch].append((x, lengths))
+    spent = {batch: 0.0 for batch in HEADROOM_BATCHES}
+    for round_index in range(-2, HEADROOM_ROUNDS):  # two warm-up rounds
+        for batch in HEADROOM_BATCHES:
+            x, lengths = calls[batch][max(round_index, 0)]
+            before = time.thread_time()
+            model(x, lengths=lengths, num_threads=1)
+            if round_index >= 0:
+                spent[batch] += time.thread_time() - before
+    return {batch: spent[batch] / (batch * HEADROOM_ROUNDS) for batch in HEADROOM_BATCHES}
+
+
 def cpu_seconds() -> float:
     """CPU time used by this process so far (every thread, user + system)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -125,6 +159,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         "batcher-1w": fastlstm.Batcher(model, args.max_batch, args.max_delay_ms, workers=1, on_batch=sizes["batcher-1w"]),
     }
     try:
+        progress("kernel CPU per request by batch size ...")
+        headroom = kernel_cpu_per_request(model, args.seed)
         bitwise = all(check_bitwise(model, batcher, args.seed) for batcher in batchers.values())
         engines = ways(model, batchers, args.seed)
         results: Dict[int, Dict[str, Tuple[LoadResult, float]]] = {}
@@ -140,7 +176,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     finally:
         for batcher in batchers.values():
             batcher.close()
-    document = batching_report(results, mean_batch, bitwise, args, info)
+    document = batching_report(results, mean_batch, headroom, bitwise, args, info)
     publish(document, lab_options.output_dir(args), "batching")
     if not bitwise:
         progress("!! a batcher's answer differs from a lone model(x) (see Notes)")
@@ -149,7 +185,8 @@ def run(args: argparse.Namespace, command: str) -> int:
 
 
 def batching_report(results: Dict[int, Dict[str, Tuple[LoadResult, float]]], mean_batch: Dict[int, Dict[str, float]],
-                    bitwise: bool, args: argparse.Namespace, info: Dict[str, Any]) -> report.Report:
+                    headroom: Dict[int, float], bitwise: bool, args: argparse.Namespace,
+                    info: Dict[str, Any]) -> report.Report:
     header = report.header_lines(info["machine"], info["date"], info["command"]) + [
         f"network {NETWORK.input_size}-{NETWORK.hidden_size}, {NETWORK.num_layers} layers (`medium`); one unbatched "
         f"sequence per request, length uniform in {MIN_STEPS}-{MAX_STEPS}; each client cycles through its own "
@@ -177,13 +214,31 @@ def batching_report(results: Dict[int, Dict[str, Tuple[LoadResult, float]]], mea
     data = {**info, "settings": {"clients": args.clients, "seconds": args.seconds, "max_batch": args.max_batch,
                                  "max_delay_ms": args.max_delay_ms, "seed": args.seed},
             "bitwise_equal_to_lone_calls": bitwise,
+            "kernel_cpu_seconds_per_request_by_batch": headroom,
             "by_clients": [{"clients": count, "ways": {name: {**dataclasses.asdict(load), "throughput_per_s": load.throughput,
                                                               "cpu_seconds_per_request": cpu}
                                                        for name, (load, cpu) in loads.items()},
                             "mean_batch": mean_batch[count]} for count, loads in results.items()]}
     section = ("Batcher vs direct calls", "Every batcher answer bitwise equal to a lone model(x): "
                f"{'yes' if bitwise else 'NO'}.\n\n" + table)
-    return report.Report("fastlstm.Batcher under concurrent clients", header, [section], notes, data)
+    return report.Report("fastlstm.Batcher under concurrent clients", header,
+                         [section, headroom_section(headroom, results)], notes, data)
+
+
+def headroom_section(headroom: Dict[int, float], results: Dict[int, Dict[str, Tuple[LoadResult, float]]]) -> Tuple[str, str]:
+    cores = len(os.sched_getaffinity(0))
+    direct = {count: loads["direct"][0].throughput for count, loads in results.items()}
+    rows = []
+    for batch, cost in headroom.items():
+        ceiling = cores / cost
+        versus = ", ".join(f"{ceiling / rate:.2f}x at {count} clients" for count, rate in direct.items() if count >= batch)
+        rows.append([str(batch), f"{cost * 1e3:.2f}", f"{headroom[1] / cost:.2f}x", f"{ceiling:,.0f}", versus or report.MISSING])
+    table = report.markdown_table(
+        ["batch", "kernel CPU ms/req (1 thread)", "vs batch 1", f"req/s on {cores} cores, kernel only", "vs direct calls"],
+        rows)
+    return ("Headroom", "The kernel alone, batches of the clients' sequences, one thread, back to back: what "
+            "every request costs at least at each batch size, and the requests per second that would give on "
+            "every core with no other work (no Python, no waiting).\n\n" + table)
 
 
 def register(subparsers: Any) -> None:

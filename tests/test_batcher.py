@@ -164,17 +164,24 @@ def converted() -> fastlstm.Model:
     return fastlstm.convert(Forecaster().eval(), example)
 
 
-def test_converted_model_merges_equal_shapes_and_matches_lone_calls(converted: fastlstm.Model) -> None:
+def test_converted_model_merges_equal_shapes_and_matches_lone_calls(converted: fastlstm.Model,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
     requests = [(rng.standard_normal((length, 3)).astype(np.float32), rng.standard_normal(1).astype(np.float32))
                 for length in [5, 9, 5, 5, 9, 12, 5, 9]]
     log = BatchLog()
     with fastlstm.Batcher(converted, max_batch=8, max_delay_ms=100, on_batch=log) as batcher:
-        results = submit_from_threads(batcher, requests)
+        gate = Gate(batcher._submit_plan, monkeypatch)
+        held = batcher.submit(np.ones((7, 3), np.float32), np.ones(1, np.float32))
+        assert gate.entered.wait(TIMEOUT)  # the worker holds a first request while the others queue
+        futures = [batcher.submit(*request) for request in requests]
+        gate.open.set()
+        held.result(TIMEOUT)
+        results = [future.result(TIMEOUT) for future in futures]
     for (x, scale), result in zip(requests, results):
         assert_same_bits(result, converted(x[None], scale[None])[0])
-    # Only equal shapes share a call: lengths 5 (x4), 9 (x3), 12 (x1).
-    assert sorted(log.sizes) == [1, 3, 4]
+    # Only equal shapes share a call: the held one, then lengths 5 (x4), 9 (x3), 12 (x1).
+    assert sorted(log.sizes) == [1, 1, 3, 4]
 
 
 def test_converted_model_requests_are_checked_like_the_model(converted: fastlstm.Model) -> None:
