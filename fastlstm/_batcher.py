@@ -1,8 +1,8 @@
 """fastlstm.Batcher: dynamic batching of concurrent requests inside one process.
 
 At batch 1 an LSTM step is bound by reading the recurrent weights; a batch of 8 reads them once for
-8 rows, so it costs little more than one. The batcher queues requests from any number of threads
-(or asyncio tasks), and one worker thread runs whatever is waiting as one batched call, then hands
+8 rows, so it costs much less per sequence. The batcher queues requests from any number of threads
+(or asyncio tasks), and a worker thread runs whatever is waiting as one batched call, then hands
 each caller its own rows. The per-request work (checks, copies) runs in the callers' threads; the
 worker only merges, calls and splits. Two workers share the cores: a call takes them all when it
 runs alone (a lone caller's latency) and half when the other worker computes too (under load,
@@ -238,7 +238,8 @@ class Batcher:
     Args:
         model: a fastlstm.LSTM, LSTMCell or Model.
         max_batch: most requests per call (>= 1).
-        max_delay_ms: longest a request waits for others to join its batch (>= 0).
+        max_delay_ms: longest a request waits for others to join its batch (>= 0), counted from
+            when it arrived or when a worker became free, whichever is later.
         max_queue: most requests waiting at once (>= 1).
         workers: worker threads, each running one batch at a time (>= 1). Default: 2 for an LSTM or
             LSTMCell when there are 2 cores or more, else 1 (a Model's calls take
