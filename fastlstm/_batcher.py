@@ -20,7 +20,7 @@ import weakref
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from ._batch_plans import Plan, Request, step_plan, submit_plan
-from ._system import get_num_threads
+from ._system import MAX_THREADS, get_num_threads
 
 __all__ = ["Batcher", "BatcherFull", "BatcherClosed"]
 
@@ -245,8 +245,8 @@ class Batcher:
             LSTMCell when there are 2 cores or more, else 1 (a Model's calls take
             fastlstm.set_num_threads's cores each, so one worker). bench/lab.py batching measures
             the choices.
-        num_threads: the cores the calls of an LSTM or LSTMCell share (0: fastlstm.get_num_threads()
-            at each call). A call takes every core no other call is using, and at least its share
+        num_threads: the cores the calls of an LSTM or LSTMCell share, at most MAX_THREADS
+            (0: fastlstm.get_num_threads() at each call). A call takes every core no other call is using, and at least its share
             (num_threads / workers); a Model's calls follow fastlstm.set_num_threads.
         on_batch: optional `callback(batch_size, seconds)`, called by the worker after each call
             (for metrics; its exceptions are ignored).
@@ -263,6 +263,9 @@ class Batcher:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
+        if num_threads > MAX_THREADS:  # else every call would fail, request by request
+            raise ValueError(f"num_threads must lie in [0, {MAX_THREADS}] (0: fastlstm.get_num_threads()), "
+                             f"got {num_threads}")
         if isinstance(max_delay_ms, bool) or not isinstance(max_delay_ms, (int, float)):
             raise TypeError(f"max_delay_ms must be a number, got {type(max_delay_ms).__name__}")
         if not 0 <= max_delay_ms <= 60_000:

@@ -405,6 +405,9 @@ def test_arguments_are_checked() -> None:
         fastlstm.Batcher(model, max_queue=2.0)
     with pytest.raises(ValueError, match=r"max_delay_ms must lie in \[0, 60000\], got -1"):
         fastlstm.Batcher(model, max_delay_ms=-1)
+    # Above the range every call would fail, one request at a time: refused when the batcher is made.
+    with pytest.raises(ValueError, match=r"num_threads must lie in \[0, 1024\]"):
+        fastlstm.Batcher(model, num_threads=fastlstm.MAX_THREADS + 1)
     with pytest.raises(TypeError, match="Batcher takes a fastlstm.LSTM, LSTMCell or Model, got Linear"):
         fastlstm.Batcher(torch.nn.Linear(2, 2))
     with fastlstm.Batcher(model, max_batch=4) as batcher:
