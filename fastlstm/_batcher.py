@@ -4,9 +4,10 @@ At batch 1 an LSTM step is bound by reading the recurrent weights; a batch of 8 
 8 rows, so it costs much less per sequence. The batcher queues requests from any number of threads
 (or asyncio tasks), and a worker thread runs whatever is waiting as one batched call, then hands
 each caller its own rows. The per-request work (checks, copies) runs in the callers' threads; the
-worker only merges, calls and splits. Two workers share the cores: a call takes them all when it
-runs alone (a lone caller's latency) and half when the other worker computes too (under load,
-two single-threaded batches compute more per core than one batch split over two threads).
+worker only merges, calls and splits. Workers share the cores: a call takes every core no other
+call is using, at least one (the thread pool serves one call at a time; a second call runs on its
+own thread). On two cores the default is two workers: a lone call takes both cores, and under load
+two single-threaded batches compute more than one batch split over both.
 """
 
 from __future__ import annotations
@@ -125,8 +126,7 @@ class _Queue:
         the oldest arrived or since this worker became free, whichever is later, so that requests
         queued during the last call do not leave without the callers that call just answered (which
         would split the callers into a large and a small batch for good). At once after close().
-        Also returns the threads its call may use: the cores no other call is using, and at least
-        its share (the cores over the workers)."""
+        Also returns the threads its call may use: the cores no other call is using, at least one."""
         expected = min(expected, self.max_batch)
         with self.lock:
             while True:
@@ -152,7 +152,7 @@ class _Queue:
             self.items = kept
             self.space.notify(len(batch))
             cores = self.num_threads or get_num_threads()
-            threads = max(1, cores // self.workers, cores - self.busy_threads)
+            threads = max(1, cores - self.busy_threads)
             self.busy_threads += threads
             return batch, threads
 
@@ -238,16 +238,19 @@ class Batcher:
     Args:
         model: a fastlstm.LSTM, LSTMCell or Model.
         max_batch: most requests per call (>= 1).
-        max_delay_ms: longest a request waits for others to join its batch (>= 0), counted from
-            when it arrived or when a worker became free, whichever is later.
+        max_delay_ms: how long a batch smaller than the worker's last one waits for more requests
+            (>= 0), counted from when its oldest request arrived or when the worker became free,
+            whichever is later (a request queued during a call waits for that call too).
         max_queue: most requests waiting at once (>= 1).
         workers: worker threads, each running one batch at a time (>= 1). Default: 2 for an LSTM or
-            LSTMCell when there are 2 cores or more, else 1 (a Model's calls take
-            fastlstm.set_num_threads's cores each, so one worker). bench/lab.py batching measures
+            LSTMCell on exactly 2 cores (num_threads, or fastlstm.get_num_threads() when the
+            batcher is made), else 1: with more cores one call uses them all through the thread
+            pool, and a second worker would compute on a single core beside it. A Model's calls
+            take fastlstm.set_num_threads's cores each: one worker. bench/lab.py batching measures
             the choices.
         num_threads: the cores the calls of an LSTM or LSTMCell share, at most MAX_THREADS
-            (0: fastlstm.get_num_threads() at each call). A call takes every core no other call is using, and at least its share
-            (num_threads / workers); a Model's calls follow fastlstm.set_num_threads.
+            (0: fastlstm.get_num_threads() at each call). A call takes every core no other call
+            is using, at least one; a Model's calls follow fastlstm.set_num_threads.
         on_batch: optional `callback(batch_size, seconds)`, called by the worker after each call
             (for metrics; its exceptions are ignored).
     """
@@ -274,7 +277,7 @@ class Batcher:
         self._step_plan = step_plan(model)
         self._model = model
         if workers is None:
-            workers = 2 if self._submit_plan.takes_threads and (num_threads or get_num_threads()) >= 2 else 1
+            workers = 2 if self._submit_plan.takes_threads and (num_threads or get_num_threads()) == 2 else 1
         self._queue = _Queue(max_batch, max_delay_ms / 1e3, max_queue, workers, num_threads, on_batch)
         self._threads = [threading.Thread(target=self._queue.run, name=f"fastlstm-batcher-{index}", daemon=True)
                          for index in range(workers)]
