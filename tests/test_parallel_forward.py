@@ -61,7 +61,7 @@ def test_result_independent_of_threads_and_batch(input_size, hidden, layers, bid
 def test_small_batches_split_by_hidden_units_match_each_row_alone(isa, batch, dtype):
     """Batches below 8 share each step's hidden units across threads; a few rows share each weight
     load of the fused step (2 per sweep with AVX2, 4 with AVX-512), more take GEMM tiles (from 3
-    rows with AVX2, 5 with AVX-512): every row must still equal its own one-row, one-thread run
+    rows with AVX2, 5 elsewhere): every row must still equal its own one-row, one-thread run
     bitwise, under every kernel set."""
     model = fastlstm.LSTM(40, 192, 2, seed=4, dtype=dtype)
     x = np.random.default_rng(batch).standard_normal((12, batch, 40)).astype(dtype)

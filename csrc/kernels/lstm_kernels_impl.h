@@ -22,6 +22,10 @@ struct Kernels {
   using Reg = typename V::Reg;
   static constexpr int64_t kPanel = kPanelWidth<T>;
   static constexpr int kVecsPerPanel = static_cast<int>(kPanel) / V::kWidth;
+  // AVX2 (float32 and float64): a panel is two vectors, and the sixteen registers hold the fused
+  // step's sums of two rows only one vector at a time (multiply_add_rows). The row-count choices
+  // below that depend on it were measured on Zen 3; the scalar kernels keep the others'.
+  static constexpr bool kTwoVectorPanels = kVecsPerPanel == 2;
   static constexpr bool kScaled = WeightFormat<W>::kScaled;
   static constexpr int64_t kGroup = WeightFormat<W>::kGroup;
   static constexpr int kStep = static_cast<int>(WeightFormat<W>::kKStep);  // k per 32-bit word of a unit
@@ -47,7 +51,7 @@ struct Kernels {
   static constexpr int kRowTile = kDot ? 8 : kVecsPerPanel >= 12 ? 1 : 12 / kVecsPerPanel;
   // Below this many rows, row tiles would have too few FMA chains (rows x vectors per panel); go row
   // by row, all gates at once. A 3-row tile has 6 chains with AVX2's two vectors per panel.
-  static constexpr int64_t kMinTiledRows = kVecsPerPanel > 1 ? 3 : 4;
+  static constexpr int64_t kMinTiledRows = kTwoVectorPanels ? 3 : 4;
 
   // acc[r] += sum over n k of a[k][r] * w_k, for `R` rows of a packed A tile (k-major, R values
   // per k, from ak) and one panel of one gate (one run of kPanel weights per k, from wk; stored
@@ -603,18 +607,19 @@ struct Kernels {
     }
   }
 
-  // Rows of the fused step sharing each weight load: as many as keep one vector of partial sums per
-  // gate in half the vector registers (4 with AVX-512's 32, 2 with AVX2's 16; see multiply_add_rows).
-  // A single row instead takes several panels at once for enough independent FMA chains.
-  static constexpr int kFusedRowsFit = V::kRegisters / 2 / kGates;
+  // Rows of the fused step sharing each weight load: as many as keep their partial sums (one vector
+  // per gate with AVX2, see multiply_add_rows) in half the vector registers: 4 with AVX-512's 32,
+  // 2 with AVX2's 16, 1 for the scalar kernels. A single row instead takes several panels at once
+  // for enough independent FMA chains.
+  static constexpr int kFusedRowsFit = V::kRegisters / 2 / (kGates * (kTwoVectorPanels ? 1 : kVecsPerPanel));
   // With dot-product instructions each row keeps two sums per accumulator besides the float one: two rows.
   static constexpr int kFusedRows = kDot ? 2 : kFusedRowsFit < 1 ? 1 : (kFusedRowsFit > 4 ? 4 : kFusedRowsFit);
 
   // The most rows the fused step takes; more go to lstm_step_gemm. Measured on Zen 3 (AVX2, medium's
   // network): per sequence, a 2-row sweep costs 0.81x a lone row's, a 3-row GEMM tile 0.66-0.78x
-  // against 0.87x for sweeps of 2 + 1 rows. With AVX-512 one sweep holds 4 rows. The dot-product
-  // kernels (2 rows a sweep) keep the 4 they were tuned with.
-  static constexpr int64_t kFusedStepMaxRows = kDot ? 4 : kFusedRows;
+  // against 0.87x for sweeps of 2 + 1 rows. With AVX-512 one sweep holds 4 rows; the dot-product
+  // kernels (2 rows a sweep) and the scalar ones (1; their GEMM is slower still) keep 4.
+  static constexpr int64_t kFusedStepMaxRows = kTwoVectorPanels ? kFusedRows : 4;
 
   // Panels whose cell updates the fused step holds back and runs together: enough independent
   // activation vectors to keep the FP units busy, few enough that their pre-activations stay in L1.
