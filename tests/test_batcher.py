@@ -100,14 +100,20 @@ def test_sequences_of_different_lengths_merge_and_each_gets_its_lone_result(kwar
     assert max(log.sizes) > 1 and max(log.sizes) <= 8 and sum(log.sizes) == len(requests)
 
 
-def test_a_burst_from_one_thread_is_merged_up_to_max_batch() -> None:
+def test_a_burst_from_one_thread_is_merged_up_to_max_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     model = fastlstm.LSTM(4, 8, seed=0)
     xs = random_sequences(np.random.default_rng(1), 20, 4)
     log = BatchLog()
-    with fastlstm.Batcher(model, max_batch=8, max_delay_ms=200, on_batch=log) as batcher:
+    with fastlstm.Batcher(model, max_batch=8, max_delay_ms=200, workers=1, on_batch=log) as batcher:
+        gate = Gate(batcher._submit_plan, monkeypatch)
+        held = batcher.submit(xs[0])
+        assert gate.entered.wait(TIMEOUT)  # the worker holds one request while the burst queues
         futures = [batcher.submit(x) for x in xs]
+        gate.open.set()
+        held.result(TIMEOUT)
         results = [future.result(TIMEOUT) for future in futures]
-    assert sorted(log.sizes) == [4, 8, 8]
+    # The held one, then max_batch at a time; the last 4 wait max_delay_ms for company, then go.
+    assert log.sizes == [1, 8, 8, 4]
     for x, result in zip(xs, results):
         assert_same_bits(result, model(x))
 
@@ -380,18 +386,24 @@ def test_a_dropped_batcher_stops_its_worker() -> None:
     # the autouse fixture checks that the worker thread is gone
 
 
-def test_asyncio_infer_matches_lone_calls() -> None:
+def test_asyncio_infer_matches_lone_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     model = fastlstm.LSTM(4, 8, num_layers=2, seed=0)
     xs = random_sequences(np.random.default_rng(6), 10, 4)
     log = BatchLog()
 
-    async def main(batcher: fastlstm.Batcher) -> List[Any]:
+    async def main(batcher: fastlstm.Batcher, gate: Gate) -> List[Any]:
         step = await batcher.infer_step(xs[0][0])
         assert_same_bits(step, model.step(xs[0][0]))
-        return await asyncio.gather(*(batcher.infer(x) for x in xs))
+        held = batcher.submit(xs[0])
+        assert await asyncio.get_running_loop().run_in_executor(None, gate.entered.wait, TIMEOUT)
+        tasks = [asyncio.ensure_future(batcher.infer(x)) for x in xs]
+        await asyncio.sleep(0.05)  # every task has queued its request while the worker is held
+        gate.open.set()
+        await asyncio.wrap_future(held)
+        return await asyncio.gather(*tasks)
 
-    with fastlstm.Batcher(model, max_batch=16, max_delay_ms=50, on_batch=log) as batcher:
-        results = asyncio.run(asyncio.wait_for(main(batcher), TIMEOUT))
+    with fastlstm.Batcher(model, max_batch=16, max_delay_ms=50, workers=1, on_batch=log) as batcher:
+        results = asyncio.run(asyncio.wait_for(main(batcher, Gate(batcher._submit_plan, monkeypatch)), TIMEOUT))
     for x, result in zip(xs, results):
         assert_same_bits(result, model(x))
     assert log.sizes[-1] == len(xs)

@@ -207,15 +207,19 @@ def test_worker_processes_each_serve_the_model(lstm_file: Path) -> None:
             assert server.predict_npy(x)["output"].tobytes() == model(x)[0].tobytes()
 
 
-def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds() -> None:
-    window = np.full((12, 1), 0.5, np.float32)
-    body = json.dumps({"inputs": [window.tolist()]}).encode()
-    # One queue place and a long batching delay: whichever request comes first holds the place for
-    # 1 s, and the others, sent meanwhile, find the queue full.
-    with running_server("--max-queue", "1", "--max-delay-ms", "1000") as server:
+def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds(tmp_path: Path) -> None:
+    # Requests of several hundred milliseconds each, six at once, one queue place: one or two
+    # workers (by the machine's cores) take one each, one request waits in the queue, and the others,
+    # arriving while those compute, find it full.
+    slow_file = tmp_path / "slow.safetensors"
+    fastlstm.LSTM(8, 512, num_layers=2, seed=1).save(str(slow_file))
+    sequence = io.BytesIO()
+    np.save(sequence, np.full((4_000, 8), 0.5, np.float32))
+    body = sequence.getvalue()
+    with running_server(str(slow_file), "--max-queue", "1") as server:
         answers: List[Any] = []
-        clients = [threading.Thread(target=lambda: answers.append(server.request("/v1/predict", body)))
-                   for _ in range(4)]
+        clients = [threading.Thread(target=lambda: answers.append(
+            server.request("/v1/predict", body, "application/x-npy"))) for _ in range(6)]
         for client in clients:
             client.start()
         for client in clients:
