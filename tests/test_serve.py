@@ -40,6 +40,20 @@ def lstm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def slow_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LSTM whose requests of thousands of steps take a large fraction of a second."""
+    path = tmp_path_factory.mktemp("serve") / "slow.safetensors"
+    fastlstm.LSTM(8, 512, num_layers=2, seed=1).save(str(path))
+    return path
+
+
+def slow_request(steps: int) -> bytes:
+    body = io.BytesIO()
+    np.save(body, np.full((steps, 8), 0.5, np.float32))
+    return body.getvalue()
+
+
 def test_the_bundled_model_is_small_and_described(bundled: Server) -> None:
     assert BUNDLED_MODEL.stat().st_size < 16_000
     status, _, body = bundled.request("/v1/model")
@@ -172,24 +186,31 @@ def test_an_lstm_file_with_states_and_unknown_files_refused(lstm_file: Path, tmp
     assert missing.returncode == 2 and "cannot serve" in missing.stderr and "none.safetensors" in missing.stderr
 
 
-def test_sigterm_lets_requests_in_flight_finish() -> None:
-    # A long batching delay keeps the request in flight when SIGTERM arrives.
+def test_sigterm_lets_requests_in_flight_finish(slow_file: Path) -> None:
+    # A request of 10,000 steps (about half a second or more) is in flight when SIGTERM arrives.
     port = free_port()
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "fastlstm.cli", "serve", "--port", str(port), "--max-delay-ms",
-                                "1500", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([sys.executable, "-m", "fastlstm.cli", "serve", str(slow_file), "--port", str(port),
+                                "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
                                cwd=tempfile.gettempdir())
     server = Server(process, port, log)
     try:
         wait_until_up(server)
-        result: List[Any] = []
-        client = threading.Thread(target=lambda: result.append(server.predict_json(np.full((12, 1), 0.5, np.float32))))
-        client.start()
-        time.sleep(0.5)
+        body = slow_request(10_000)
+        answered: List[Any] = []
+
+        def client() -> None:
+            status, _, _ = server.request("/v1/predict", body, "application/x-npy")
+            answered.append((status, time.monotonic()))
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        time.sleep(0.2)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        client.join(REQUEST_SECONDS)
-        assert result and result[0][0] == 200, server.logs()
+        thread.join(REQUEST_SECONDS)
+        assert answered and answered[0][0] == 200, server.logs()
+        assert answered[0][1] > started  # answered after the signal: it was in flight
         # uvicorn exits through the signal it was stopped by (a supervisor sees SIGTERM), after shutdown.
         assert process.wait(REQUEST_SECONDS) in (0, -signal.SIGTERM), server.logs()
         assert "Traceback" not in server.logs()
@@ -207,15 +228,11 @@ def test_worker_processes_each_serve_the_model(lstm_file: Path) -> None:
             assert server.predict_npy(x)["output"].tobytes() == model(x)[0].tobytes()
 
 
-def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds(tmp_path: Path) -> None:
+def test_a_full_queue_answers_503_and_the_queued_request_still_succeeds(slow_file: Path) -> None:
     # Requests of several hundred milliseconds each, six at once, one queue place: one or two
     # workers (by the machine's cores) take one each, one request waits in the queue, and the others,
     # arriving while those compute, find it full.
-    slow_file = tmp_path / "slow.safetensors"
-    fastlstm.LSTM(8, 512, num_layers=2, seed=1).save(str(slow_file))
-    sequence = io.BytesIO()
-    np.save(sequence, np.full((4_000, 8), 0.5, np.float32))
-    body = sequence.getvalue()
+    body = slow_request(4_000)
     with running_server(str(slow_file), "--max-queue", "1") as server:
         answers: List[Any] = []
         clients = [threading.Thread(target=lambda: answers.append(
