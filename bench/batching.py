@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import os
 import resource
 import time
 from typing import Any, Callable, Dict, List, Tuple
@@ -37,6 +36,7 @@ from concurrency import Clients, ClientRun, LoadResult, positive_int_list, run_c
 from fastlstm.bench import report
 from fastlstm.bench.cli import EXIT_MISMATCH, positive_float, positive_int, progress, publish, run_info
 from fastlstm.bench.configs import CONFIGS_BY_NAME
+from fastlstm.bench.machine import available_cpus
 
 DEFAULT_CLIENTS = (1, 16)
 DEFAULT_SECONDS = 4.0  # per client count and way
@@ -226,7 +226,7 @@ def batching_report(results: Dict[int, Dict[str, Tuple[LoadResult, float]]], mea
 
 
 def headroom_section(headroom: Dict[int, float], results: Dict[int, Dict[str, Tuple[LoadResult, float]]]) -> Tuple[str, str]:
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cpus()
     direct = {count: loads["direct"][0].throughput for count, loads in results.items()}
     rows = []
     for batch, cost in headroom.items():

@@ -54,12 +54,11 @@ class _Queue:
     reference to the Batcher: a batcher dropped without close() is finalised, which drains and
     stops the worker instead of leaving it waiting forever."""
 
-    def __init__(self, max_batch: int, max_delay: float, max_queue: int, workers: int, num_threads: int,
+    def __init__(self, max_batch: int, max_delay: float, max_queue: int, num_threads: int,
                  on_batch: Optional[Callable[[int, float], None]]) -> None:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.max_queue = max_queue
-        self.workers = workers
         self.num_threads = num_threads  # the cores all calls share; 0: fastlstm.get_num_threads()
         self.busy_threads = 0  # threads of the calls running now
         self.on_batch = on_batch
@@ -278,7 +277,7 @@ class Batcher:
         self._model = model
         if workers is None:
             workers = 2 if self._submit_plan.takes_threads and (num_threads or get_num_threads()) == 2 else 1
-        self._queue = _Queue(max_batch, max_delay_ms / 1e3, max_queue, workers, num_threads, on_batch)
+        self._queue = _Queue(max_batch, max_delay_ms / 1e3, max_queue, num_threads, on_batch)
         self._threads = [threading.Thread(target=self._queue.run, name=f"fastlstm-batcher-{index}", daemon=True)
                          for index in range(workers)]
         for thread in self._threads:
@@ -357,4 +356,4 @@ class Batcher:
         queue = self._queue
         state = "closed" if queue.closed else "open"
         return (f"fastlstm.Batcher({type(self._model).__name__}, max_batch={queue.max_batch}, "
-                f"max_delay_ms={queue.max_delay * 1e3:g}, max_queue={queue.max_queue}, workers={queue.workers}; {state})")
+                f"max_delay_ms={queue.max_delay * 1e3:g}, max_queue={queue.max_queue}, workers={len(self._threads)}; {state})")
